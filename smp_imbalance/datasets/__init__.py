@@ -1,0 +1,1 @@
+"""Dataset adapters that speak albumentations. Importing this package registers their names."""
