@@ -1,0 +1,84 @@
+"""Timing harness shared by the speed benchmarks: interleaved repeats, medians, ratios in one run.
+
+Each contender is a zero-argument callable doing the full work to time (e.g. forward + backward).
+Contenders are run in turn within each repeat (interleaved), so that a slow phase of the machine
+hits all of them alike; the table reports medians and each contender's ratio to a baseline.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Timing", "machine_line", "markdown_table", "time_interleaved"]
+
+
+@dataclass
+class Timing:
+    label: str
+    median_s: float
+    iqr_s: float
+
+
+def time_interleaved(
+    contenders: Sequence[tuple[str, Callable[[], object]]],
+    repeats: int = 30,
+    warmup: int = 3,
+    min_time_s: float = 0.0,
+) -> list[Timing]:
+    """Median wall time of each contender over ``repeats`` interleaved rounds.
+
+    ``min_time_s`` > 0 runs each contender several times per round when one call is very short,
+    and divides, so that timer resolution does not dominate.
+    """
+    inner = {label: 1 for label, _ in contenders}
+    for label, fn in contenders:
+        for _ in range(warmup):
+            fn()
+        if min_time_s > 0:
+            start = time.perf_counter()
+            fn()
+            one = max(time.perf_counter() - start, 1e-7)
+            inner[label] = max(1, int(min_time_s / one))
+    samples: dict[str, list[float]] = {label: [] for label, _ in contenders}
+    for _ in range(repeats):
+        for label, fn in contenders:
+            n = inner[label]
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            samples[label].append((time.perf_counter() - start) / n)
+    out = []
+    for label, _ in contenders:
+        q = statistics.quantiles(samples[label], n=4) if len(samples[label]) > 1 else [0, 0, 0]
+        out.append(Timing(label, statistics.median(samples[label]), q[2] - q[0]))
+    return out
+
+
+def markdown_table(title: str, timings: Sequence[Timing], baseline: str) -> str:
+    """A markdown table of medians and ratios to ``baseline`` (one of the labels)."""
+    base = next(t.median_s for t in timings if t.label == baseline)
+    lines = [
+        f"**{title}**",
+        "",
+        "| contender | median ms | IQR ms | x " + baseline + " |",
+        "|---|---:|---:|---:|",
+    ]
+    for t in timings:
+        lines.append(
+            f"| {t.label} | {t.median_s * 1e3:.3f} | {t.iqr_s * 1e3:.3f} | {t.median_s / base:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_line() -> str:
+    """One line naming the machine and the torch build, for the results' header."""
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, Python {platform.python_version()}"
+    )
