@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(BIN)/python -m smp_imbalance.demo
+	$(BIN)/smp-imbalance fit --config configs/detector_denoise.yaml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed_losses.py

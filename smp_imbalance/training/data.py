@@ -1,0 +1,144 @@
+"""A LightningDataModule for any registered dataset, built by name with per-split keyword arguments."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from smp_imbalance.registry import create_dataset, is_dataset, list_datasets
+
+_DEFAULT_RECIPES = {
+    "detector_frames": "smp_imbalance.datasets.transforms.detector",
+    "masked_bands": "smp_imbalance.datasets.transforms.satellite",
+    "protein_atlas": "smp_imbalance.datasets.transforms.protein",
+}
+
+
+def default_transform(dataset: str, split: str, **kwargs: Any) -> Any:
+    """The default albumentations recipe of ``dataset`` for ``split`` ("train" or "val"), or
+    ``None`` when the dataset has no recipe module."""
+    module_name = _DEFAULT_RECIPES.get(dataset)
+    if module_name is None:
+        return None
+    module = importlib.import_module(module_name)
+    factory = getattr(module, f"{'train' if split == 'train' else 'val'}_transforms")
+    return factory(**kwargs)
+
+
+class RegistryDataModule(L.LightningDataModule):
+    """Train/val/test datasets made with :func:`smp_imbalance.create_dataset`.
+
+    Args:
+        dataset: a registered dataset name (``smp-imbalance datasets`` lists them).
+        train_kwargs / val_kwargs / test_kwargs: constructor keywords of each split
+            (``test_kwargs=None`` reuses the validation split for ``test``).
+        common_kwargs: keywords shared by every split (overridden by the split's own).
+        transforms: ``"default"`` (the dataset's recipes in ``datasets/transforms``) or ``"none"``.
+        transform_kwargs: keywords for the default recipes.
+        batch_size, num_workers: DataLoader settings (``persistent_workers`` when workers > 0).
+        sampler: for multi-label data, ``"minority"`` uses the minority-aware batch sampler.
+        sampler_kwargs: its keywords.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        train_kwargs: dict[str, Any] | None = None,
+        val_kwargs: dict[str, Any] | None = None,
+        test_kwargs: dict[str, Any] | None = None,
+        common_kwargs: dict[str, Any] | None = None,
+        transforms: str = "default",
+        transform_kwargs: dict[str, Any] | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        sampler: str = "random",
+        sampler_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if not is_dataset(dataset):
+            raise ValueError(
+                f"data.dataset: unknown dataset name {dataset!r}; valid names: "
+                f"{', '.join(list_datasets())}"
+            )
+        if transforms not in ("default", "none"):
+            raise ValueError(f"data.transforms must be 'default' or 'none', got {transforms!r}")
+        if sampler not in ("random", "minority"):
+            raise ValueError(f"data.sampler must be 'random' or 'minority', got {sampler!r}")
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.dataset_name = dataset
+        self.split_kwargs = {
+            "train": train_kwargs or {},
+            "val": val_kwargs or {},
+            "test": test_kwargs,
+        }
+        self.common_kwargs = common_kwargs or {}
+        self.transforms = transforms
+        self.transform_kwargs = transform_kwargs or {}
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.sampler = sampler
+        self.sampler_kwargs = sampler_kwargs or {}
+        self.datasets: dict[str, Dataset] = {}
+
+    def build(self, split: str) -> Dataset:
+        """Build (once) the dataset of ``split``."""
+        if split in self.datasets:
+            return self.datasets[split]
+        own = self.split_kwargs.get(split)
+        if own is None:  # test falls back to the validation split
+            return self.build("val")
+        kwargs = {**self.common_kwargs, **own}
+        if "transform" not in kwargs and self.transforms == "default":
+            kwargs["transform"] = default_transform(self.dataset_name, split, **self.transform_kwargs)
+        self.datasets[split] = create_dataset(self.dataset_name, **kwargs)
+        return self.datasets[split]
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.build("train")
+            self.build("val")
+        elif stage == "validate":
+            self.build("val")
+        elif stage in ("test", "predict"):
+            self.build("test")
+
+    def sample_channels(self) -> int:
+        """Channels of the first training (or validation) sample's image."""
+        ds = self.datasets.get("train") or self.build("val")
+        return int(ds[0]["image"].shape[0])
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.build(split)
+        common = {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+        if split == "train" and self.sampler == "minority":
+            from smp_imbalance.datasets.sampling import MinorityBatchSampler
+
+            batch_sampler = MinorityBatchSampler(
+                ds.targets, batch_size=self.batch_size, **self.sampler_kwargs
+            )
+            return DataLoader(ds, batch_sampler=batch_sampler, **common)
+        return DataLoader(
+            ds, batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle, **common
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

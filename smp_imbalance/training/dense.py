@@ -1,0 +1,230 @@
+"""DenseTask: an smp model trained on dense targets (denoising, band-to-band regression, segmentation)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from smp_imbalance.registry import create_loss
+from smp_imbalance.training.optim import timm_optimizers
+
+TASKS = ("regression", "binary", "multiclass", "multilabel")
+ACTIVATIONS = ("sigmoid", "identity")
+MASK_KEYS = ("valid_mask", "mask")
+
+
+def _mask_argument(loss: nn.Module) -> str | None:
+    """The name of the loss's valid-mask keyword (``mask`` / ``valid_mask``), if it takes one."""
+    try:
+        params = inspect.signature(loss.forward).parameters
+    except (TypeError, ValueError):
+        return None
+    return next((name for name in ("valid_mask", "mask") if name in params), None)
+
+
+class DenseTask(L.LightningModule):
+    """An ``smp.create_model`` network trained with a loss chosen by registry name.
+
+    Batches are dicts from our datasets: ``image`` (N, C_in, H, W), ``target`` (N, C_out, H, W) or
+    (N, H, W) class indices, and optionally ``valid_mask`` (passed to losses that take a mask) and
+    the detector's ``signal_mask`` / ``noise_mask`` (used by its metrics).
+
+    Args:
+        arch, encoder_name, encoder_depth, decoder_channels, encoder_weights, model_kwargs: passed to
+            ``segmentation_models_pytorch.create_model`` (``encoder_weights=None`` downloads nothing).
+        in_channels, classes: the model's input and output channels (checked against the data).
+        task: ``regression`` (denoising, band translation), or ``binary`` / ``multiclass`` /
+            ``multilabel`` segmentation (IoU/F1 through ``smp.metrics``).
+        output_activation: ``sigmoid`` keeps regression outputs in (0, 1), as our targets are;
+            ``identity`` for unbounded targets. Segmentation outputs stay logits.
+        loss: a registered loss name (``smp-imbalance losses``) or an ``nn.Module``.
+        loss_kwargs: keywords for a loss given by name.
+        metrics: ``detector`` (hit metrics), ``satellite`` (masked per-band metrics),
+            ``segmentation`` or ``none``.
+        metric_kwargs: keywords for the metrics.
+        optimizer, lr, weight_decay, scheduler, warmup_steps, min_lr: timm factories
+            (``create_optimizer_v2`` / ``create_scheduler_v2``), stepped per optimizer update.
+        plot_every_n_epochs: write an image panel to ``<run>/figures`` every n validations (0 = never).
+    """
+
+    def __init__(
+        self,
+        arch: str = "Unet",
+        encoder_name: str = "resnet18",
+        encoder_depth: int = 5,
+        decoder_channels: list[int] | None = None,
+        encoder_weights: str | None = None,
+        in_channels: int = 1,
+        classes: int = 1,
+        model_kwargs: dict[str, Any] | None = None,
+        task: str = "regression",
+        output_activation: str = "sigmoid",
+        loss: str | nn.Module = "acb_mse",
+        loss_kwargs: dict[str, Any] | None = None,
+        metrics: str = "detector",
+        metric_kwargs: dict[str, Any] | None = None,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: str = "cosine",
+        warmup_steps: int = 0,
+        min_lr: float = 1e-6,
+        plot_every_n_epochs: int = 1,
+        num_plot_samples: int = 4,
+    ) -> None:
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"model.task must be one of {TASKS}, got {task!r}")
+        if output_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"model.output_activation must be one of {ACTIVATIONS}, got {output_activation!r}"
+            )
+        if metrics not in ("detector", "satellite", "segmentation", "none"):
+            raise ValueError(f"model.metrics: unknown metrics family {metrics!r}")
+        self.save_hyperparameters(ignore=["loss"] if isinstance(loss, nn.Module) else [])
+        import segmentation_models_pytorch as smp
+
+        kwargs = dict(model_kwargs or {})
+        if decoder_channels is not None:
+            kwargs["decoder_channels"] = decoder_channels
+        self.net = smp.create_model(
+            arch,
+            encoder_name=encoder_name,
+            encoder_depth=encoder_depth,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=classes,
+            **kwargs,
+        )
+        self.divisor = 2**encoder_depth
+        self.loss_fn = create_loss(loss, **(loss_kwargs or {})) if isinstance(loss, str) else loss
+        self.loss_mask_arg = _mask_argument(self.loss_fn)
+        self.val_metrics = self._build_metrics(metrics, metric_kwargs or {})
+
+    # -- model ----------------------------------------------------------------------------------
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """(N, C_in, H, W) -> (N, classes, H, W); sigmoid applied for regression by default."""
+        out = self.net(image)
+        if self.hparams.task == "regression" and self.hparams.output_activation == "sigmoid":
+            out = torch.sigmoid(out)
+        return out
+
+    def _build_metrics(self, family: str, kwargs: dict[str, Any]) -> nn.Module | None:
+        if family == "none":
+            return None
+        from smp_imbalance.training.task_metrics import build_dense_metrics
+
+        return build_dense_metrics(family, task=self.hparams.task, classes=self.hparams.classes, **kwargs)
+
+    # -- checks before the first step ----------------------------------------------------------
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "build"):
+            return
+        sample = datamodule.build("train")[0]
+        channels = int(sample["image"].shape[0])
+        if channels != self.hparams.in_channels:
+            raise ValueError(
+                f"model.in_channels={self.hparams.in_channels} but the dataset "
+                f"{datamodule.dataset_name!r} gives images with {channels} channels: set "
+                f"--model.in_channels {channels} (or change the dataset's bands/channels)"
+            )
+        height, width = sample["image"].shape[-2:]
+        if height % self.divisor or width % self.divisor:
+            raise ValueError(
+                f"image size {height}x{width} is not divisible by 2**encoder_depth = {self.divisor}: "
+                "lower model.encoder_depth or crop/pad the data"
+            )
+        target = sample.get("target")
+        if self.hparams.task in ("regression", "multilabel", "binary") and target is not None:
+            if target.dim() == 3 and int(target.shape[0]) != self.hparams.classes:
+                raise ValueError(
+                    f"model.classes={self.hparams.classes} but the dataset's target has "
+                    f"{int(target.shape[0])} channels"
+                )
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _loss(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.loss_mask_arg is not None:
+            mask = next((batch[k] for k in MASK_KEYS if k in batch), None)
+            if mask is not None:
+                return self.loss_fn(pred, batch["target"], **{self.loss_mask_arg: mask})
+        return self.loss_fn(pred, batch["target"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred = self(batch["image"])
+        loss = self._loss(pred, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step}, "
+                f"epoch {self.current_epoch}, batch {batch_idx}: stopping instead of continuing"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pred = self(batch["image"])
+        loss = self._loss(pred, batch)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=pred.shape[0])
+        if self.val_metrics is not None:
+            self.val_metrics.update(pred.detach(), batch)
+        if batch_idx == 0:
+            self._first_val_batch = {k: v[: self.hparams.num_plot_samples] for k, v in batch.items()
+                                     if isinstance(v, torch.Tensor)}
+            self._first_val_pred = pred[: self.hparams.num_plot_samples].detach()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_metrics is not None:
+            values = self.val_metrics.compute()
+            score = values.pop("score", None)
+            self.log_dict({f"val/{k}": v for k, v in values.items()})
+            if score is not None:
+                self.log("val/score", score, prog_bar=True)
+            self.val_metrics.reset()
+        self._maybe_plot()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self(batch["image"])
+
+    # -- figures --------------------------------------------------------------------------------
+    def _maybe_plot(self) -> None:
+        every = self.hparams.plot_every_n_epochs
+        if not every or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        if self.current_epoch % every or not hasattr(self, "_first_val_batch"):
+            return
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
+        out = Path(log_dir) / "figures" / f"val_epoch{self.current_epoch:03d}.png"
+        from smp_imbalance.training.plots import save_dense_panel
+
+        save_dense_panel(self._first_val_batch, self._first_val_pred, out, task=self.hparams.task)
+
+    # -- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 1000
+        return timm_optimizers(
+            self,
+            optimizer=self.hparams.optimizer,
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
+            scheduler=self.hparams.scheduler,
+            warmup_steps=self.hparams.warmup_steps,
+            total_steps=total,
+            min_lr=self.hparams.min_lr,
+        )
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        scheduler.step_update(num_updates=self.global_step)

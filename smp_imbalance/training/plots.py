@@ -1,0 +1,64 @@
+"""Figures written to the run folder: image panels of validation samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _display(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) tensor -> (H, W) or (H, W, 3) array in [0, 1] for imshow (first 3 channels as RGB,
+    each stretched between its 2nd and 98th percentile)."""
+    x = x.detach().float().cpu()
+    if x.shape[0] == 1:
+        return x[0].numpy()
+    rgb = x[:3].numpy().transpose(1, 2, 0)
+    lo, hi = np.nanpercentile(rgb, 2), np.nanpercentile(rgb, 98)
+    return np.clip((rgb - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def save_dense_panel(
+    batch: dict[str, torch.Tensor], pred: torch.Tensor, path: Path, task: str = "regression"
+) -> Path:
+    """One row per sample: input | prediction | target (| valid mask when the batch has one).
+
+    Sparse single-channel frames (the detector) are drawn on a black background with hits in
+    colour, so that a few lit pixels stay visible.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    image, target = batch["image"], batch["target"]
+    if task in ("binary", "multilabel"):
+        pred = torch.sigmoid(pred)
+    elif task == "multiclass":
+        pred = pred.argmax(1, keepdim=True).float()
+        target = target.unsqueeze(1).float() if target.dim() == 3 else target
+    columns = [("input", image), ("prediction", pred), ("target", target)]
+    if "valid_mask" in batch:
+        columns.append(("invalid (white)", (~batch["valid_mask"][:, :1]).float()))
+    rows = image.shape[0]
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2.6 * len(columns), 2.4 * rows), squeeze=False)
+    for r in range(rows):
+        for c, (title, tensor) in enumerate(columns):
+            ax = axes[r, c]
+            shown = _display(tensor[r])
+            if shown.ndim == 2:
+                ax.imshow(np.ma.masked_equal(shown, 0) if tensor.shape[1] == 1 else shown,
+                          cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+                ax.set_facecolor("black")
+            else:
+                ax.imshow(shown, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
