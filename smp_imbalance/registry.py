@@ -101,7 +101,11 @@ class Registry:
             if not key or not isinstance(key, str):
                 raise ValueError(f"register: no name given for {factory!r}")
             existing = self._entries.get(key)
-            if existing is not None and existing.factory is not None and existing.factory is not factory:
+            if (
+                existing is not None
+                and existing.factory is not None
+                and existing.factory is not factory
+            ):
                 raise ValueError(
                     f"{self.kind} name {key!r} is already registered to {existing.factory!r}"
                 )

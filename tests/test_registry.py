@@ -71,12 +71,27 @@ def test_name_must_be_str() -> None:
         ("mse", {}, torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)),
         ("l1", {"reduction": "sum"}, torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)),
         ("bce", {}, torch.randn(3, 5), torch.randint(0, 2, (3, 5)).float()),
-        ("smp.dice", {"from_logits": True}, torch.randn(2, 1, 8, 8), torch.randint(0, 2, (2, 1, 8, 8))),
+        (
+            "smp.dice",
+            {"from_logits": True},
+            torch.randn(2, 1, 8, 8),
+            torch.randint(0, 2, (2, 1, 8, 8)),
+        ),
         ("smp.focal", {}, torch.randn(2, 1, 8, 8), torch.randint(0, 2, (2, 1, 8, 8))),
         ("smp.jaccard", {}, torch.randn(2, 1, 8, 8), torch.randint(0, 2, (2, 1, 8, 8))),
-        ("smp.tversky", {"alpha": 0.3, "beta": 0.7}, torch.randn(2, 1, 8, 8), torch.randint(0, 2, (2, 1, 8, 8))),
+        (
+            "smp.tversky",
+            {"alpha": 0.3, "beta": 0.7},
+            torch.randn(2, 1, 8, 8),
+            torch.randint(0, 2, (2, 1, 8, 8)),
+        ),
         ("smp.lovasz", {}, torch.randn(2, 1, 8, 8), torch.randint(0, 2, (2, 1, 8, 8))),
-        ("smp.dice", {"mode": "multiclass"}, torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 8, 8))),
+        (
+            "smp.dice",
+            {"mode": "multiclass"},
+            torch.randn(2, 3, 8, 8),
+            torch.randint(0, 3, (2, 8, 8)),
+        ),
         ("timm.asl", {"gamma_neg": 2}, torch.randn(3, 5), torch.randint(0, 2, (3, 5)).float()),
     ],
 )
@@ -178,7 +193,11 @@ def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
                 return self.scale * torch.nn.functional.mse_loss(y_pred, y_true)
     """
     _write_distribution(
-        tmp_path, "goodplugin", "goodplugin_losses", good, {"plugin.half_mse": "goodplugin_losses:HalfMSE"}
+        tmp_path,
+        "goodplugin",
+        "goodplugin_losses",
+        good,
+        {"plugin.half_mse": "goodplugin_losses:HalfMSE"},
     )
     bad = "raise ImportError('this plugin is broken on purpose')\n"
     _write_distribution(
@@ -213,18 +232,19 @@ def test_plugin_found_without_user_import_and_loaded_lazily(plugins: Path) -> No
 
 
 def test_broken_plugin_warns_once_and_spares_the_others(plugins: Path) -> None:
-    with pytest.warns(PluginLoadWarning, match=r"plugin.broken.*badplugin.*broken on purpose"):
-        with pytest.raises(ValueError, match=r"plugin.broken.*failed to load"):
-            smp_imbalance.create_loss("plugin.broken")
+    with (
+        pytest.warns(PluginLoadWarning, match=r"plugin.broken.*badplugin.*broken on purpose"),
+        pytest.raises(ValueError, match=r"plugin.broken.*failed to load"),
+    ):
+        smp_imbalance.create_loss("plugin.broken")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second attempt must not warn again
         with pytest.raises(ValueError, match="failed to load"):
             smp_imbalance.create_loss("plugin.broken")
         assert "plugin.broken" not in smp_imbalance.list_losses()
         assert not smp_imbalance.is_loss("plugin.broken")
-    with pytest.warns(PluginLoadWarning, match="NoSuchClass"):
-        with pytest.raises(ValueError):
-            smp_imbalance.create_loss("plugin.missing_attr")
+    with pytest.warns(PluginLoadWarning, match="NoSuchClass"), pytest.raises(ValueError):
+        smp_imbalance.create_loss("plugin.missing_attr")
     # the others still work
     assert smp_imbalance.create_loss("plugin.half_mse") is not None
     assert smp_imbalance.create_loss("mse") is not None

@@ -24,19 +24,24 @@ def l1(**kwargs: Any) -> nn.Module:
     return nn.L1Loss(**kwargs)
 
 
-@register_loss(name="huber", description="torch.nn.HuberLoss: quadratic near 0, linear beyond delta")
+@register_loss(
+    name="huber", description="torch.nn.HuberLoss: quadratic near 0, linear beyond delta"
+)
 def huber(**kwargs: Any) -> nn.Module:
     return nn.HuberLoss(**kwargs)
 
 
 @register_loss(
-    name="bce", description="torch.nn.BCEWithLogitsLoss: binary cross-entropy on logits (multi-label)"
+    name="bce",
+    description="torch.nn.BCEWithLogitsLoss: binary cross-entropy on logits (multi-label)",
 )
 def bce(**kwargs: Any) -> nn.Module:
     return nn.BCEWithLogitsLoss(**kwargs)
 
 
-@register_loss(name="ce", description="torch.nn.CrossEntropyLoss: softmax cross-entropy (single-label)")
+@register_loss(
+    name="ce", description="torch.nn.CrossEntropyLoss: softmax cross-entropy (single-label)"
+)
 def ce(**kwargs: Any) -> nn.Module:
     return nn.CrossEntropyLoss(**kwargs)
 
@@ -48,25 +53,31 @@ def _smp_loss(class_name: str, kwargs: dict[str, Any]) -> nn.Module:
     return getattr(smp_losses, class_name)(**kwargs)
 
 
-@register_loss(name="smp.dice", description="segmentation_models_pytorch DiceLoss (mode='binary' default)")
+@register_loss(
+    name="smp.dice", description="segmentation_models_pytorch DiceLoss (mode='binary' default)"
+)
 def smp_dice(**kwargs: Any) -> nn.Module:
     return _smp_loss("DiceLoss", kwargs)
 
 
-@register_loss(name="smp.focal", description="segmentation_models_pytorch FocalLoss (mode='binary' default)")
+@register_loss(
+    name="smp.focal", description="segmentation_models_pytorch FocalLoss (mode='binary' default)"
+)
 def smp_focal(**kwargs: Any) -> nn.Module:
     return _smp_loss("FocalLoss", kwargs)
 
 
 @register_loss(
-    name="smp.jaccard", description="segmentation_models_pytorch JaccardLoss (mode='binary' default)"
+    name="smp.jaccard",
+    description="segmentation_models_pytorch JaccardLoss (mode='binary' default)",
 )
 def smp_jaccard(**kwargs: Any) -> nn.Module:
     return _smp_loss("JaccardLoss", kwargs)
 
 
 @register_loss(
-    name="smp.tversky", description="segmentation_models_pytorch TverskyLoss (mode='binary' default)"
+    name="smp.tversky",
+    description="segmentation_models_pytorch TverskyLoss (mode='binary' default)",
 )
 def smp_tversky(**kwargs: Any) -> nn.Module:
     return _smp_loss("TverskyLoss", kwargs)

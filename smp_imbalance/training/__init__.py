@@ -7,5 +7,6 @@
 
 from smp_imbalance.training.data import RegistryDataModule
 from smp_imbalance.training.dense import DenseTask
+from smp_imbalance.training.multilabel import MultiLabelTask
 
-__all__ = ["DenseTask", "RegistryDataModule"]
+__all__ = ["DenseTask", "MultiLabelTask", "RegistryDataModule"]

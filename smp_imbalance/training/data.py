@@ -95,7 +95,9 @@ class RegistryDataModule(L.LightningDataModule):
             return self.build("val")
         kwargs = {**self.common_kwargs, **own}
         if "transform" not in kwargs and self.transforms == "default":
-            kwargs["transform"] = default_transform(self.dataset_name, split, **self.transform_kwargs)
+            kwargs["transform"] = default_transform(
+                self.dataset_name, split, **self.transform_kwargs
+            )
         self.datasets[split] = create_dataset(self.dataset_name, **kwargs)
         return self.datasets[split]
 

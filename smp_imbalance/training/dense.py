@@ -120,7 +120,9 @@ class DenseTask(L.LightningModule):
             return None
         from smp_imbalance.training.task_metrics import build_dense_metrics
 
-        return build_dense_metrics(family, task=self.hparams.task, classes=self.hparams.classes, **kwargs)
+        return build_dense_metrics(
+            family, task=self.hparams.task, classes=self.hparams.classes, **kwargs
+        )
 
     # -- checks before the first step ----------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -142,12 +144,13 @@ class DenseTask(L.LightningModule):
                 "lower model.encoder_depth or crop/pad the data"
             )
         target = sample.get("target")
-        if self.hparams.task in ("regression", "multilabel", "binary") and target is not None:
-            if target.dim() == 3 and int(target.shape[0]) != self.hparams.classes:
-                raise ValueError(
-                    f"model.classes={self.hparams.classes} but the dataset's target has "
-                    f"{int(target.shape[0])} channels"
-                )
+        dense_target = self.hparams.task in ("regression", "multilabel", "binary")
+        channels_out = int(target.shape[0]) if target is not None and target.dim() == 3 else None
+        if dense_target and channels_out is not None and channels_out != self.hparams.classes:
+            raise ValueError(
+                f"model.classes={self.hparams.classes} but the dataset's target has "
+                f"{channels_out} channels"
+            )
 
     # -- steps ----------------------------------------------------------------------------------
     def _loss(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -175,8 +178,11 @@ class DenseTask(L.LightningModule):
         if self.val_metrics is not None:
             self.val_metrics.update(pred.detach(), batch)
         if batch_idx == 0:
-            self._first_val_batch = {k: v[: self.hparams.num_plot_samples] for k, v in batch.items()
-                                     if isinstance(v, torch.Tensor)}
+            self._first_val_batch = {
+                k: v[: self.hparams.num_plot_samples]
+                for k, v in batch.items()
+                if isinstance(v, torch.Tensor)
+            }
             self._first_val_pred = pred[: self.hparams.num_plot_samples].detach()
 
     def on_validation_epoch_end(self) -> None:

@@ -42,14 +42,21 @@ def save_dense_panel(
     if "valid_mask" in batch:
         columns.append(("invalid (white)", (~batch["valid_mask"][:, :1]).float()))
     rows = image.shape[0]
-    fig, axes = plt.subplots(rows, len(columns), figsize=(2.6 * len(columns), 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, len(columns), figsize=(2.6 * len(columns), 2.4 * rows), squeeze=False
+    )
     for r in range(rows):
         for c, (title, tensor) in enumerate(columns):
             ax = axes[r, c]
             shown = _display(tensor[r])
             if shown.ndim == 2:
-                ax.imshow(np.ma.masked_equal(shown, 0) if tensor.shape[1] == 1 else shown,
-                          cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+                ax.imshow(
+                    np.ma.masked_equal(shown, 0) if tensor.shape[1] == 1 else shown,
+                    cmap="viridis",
+                    vmin=0,
+                    vmax=1,
+                    interpolation="nearest",
+                )
                 ax.set_facecolor("black")
             else:
                 ax.imshow(shown, interpolation="nearest")
@@ -57,6 +64,29 @@ def save_dense_panel(
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def save_f1_bars(per_class: torch.Tensor, names: list[str], path: Path) -> Path:
+    """Horizontal bars of per-label F1, one row per label, in the given order."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = per_class.detach().float().cpu().numpy()
+    fig, ax = plt.subplots(figsize=(6, 0.25 * len(names) + 1))
+    ax.barh(range(len(names)), values, color="tab:blue")
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("F1 (tuned threshold)")
+    ax.set_title(f"per-label F1, macro {values.mean():.3f}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -34,13 +34,18 @@ class DetectorMetrics(nn.Module):
 
     def update(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
         self.hits.update(
-            pred, batch["target"], noise_mask=batch.get("noise_mask"), signal_mask=batch.get("signal_mask")
+            pred,
+            batch["target"],
+            noise_mask=batch.get("noise_mask"),
+            signal_mask=batch.get("signal_mask"),
         )
 
     def compute(self) -> dict[str, torch.Tensor]:
         values = dict(self.hits.compute())
         r, n = values["signal_retention"], values["noise_removal"]
-        values["score"] = torch.where(r + n > 0, 2 * r * n / (r + n).clamp_min(1e-12), r.new_zeros(()))
+        values["score"] = torch.where(
+            r + n > 0, 2 * r * n / (r + n).clamp_min(1e-12), r.new_zeros(())
+        )
         return values
 
     def reset(self) -> None:
@@ -50,7 +55,9 @@ class DetectorMetrics(nn.Module):
 class SatelliteMetrics(nn.Module):
     """Masked PSNR / RMSE / SSIM per band and SAM on valid pixels; ``score`` = mean band PSNR."""
 
-    def __init__(self, num_bands: int, band_names: Sequence[str] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, num_bands: int, band_names: Sequence[str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__()
         if band_names is not None and len(band_names) != num_bands:
             raise ValueError(
@@ -104,9 +111,13 @@ class _ConfusionStats(Metric):
         from segmentation_models_pytorch.metrics import get_stats
 
         if self.mode == "multiclass":
-            stats = get_stats(logits.argmax(1), target.long(), mode="multiclass", num_classes=self.num_classes)
+            stats = get_stats(
+                logits.argmax(1), target.long(), mode="multiclass", num_classes=self.num_classes
+            )
         else:
-            stats = get_stats(logits.sigmoid(), target.long(), mode=self.mode, threshold=self.threshold)
+            stats = get_stats(
+                logits.sigmoid(), target.long(), mode=self.mode, threshold=self.threshold
+            )
         for name, value in zip(("tp", "fp", "fn", "tn"), stats, strict=True):
             setattr(self, name, getattr(self, name) + value.sum(0))
 
