@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from smp_imbalance.registry import create_dataset, is_dataset, list_datasets
 
@@ -40,8 +40,13 @@ class RegistryDataModule(L.LightningDataModule):
         transforms: ``"default"`` (the dataset's recipes in ``datasets/transforms``) or ``"none"``.
         transform_kwargs: keywords for the default recipes.
         batch_size, num_workers: DataLoader settings (``persistent_workers`` when workers > 0).
-        sampler: for multi-label data, ``"minority"`` uses the minority-aware batch sampler.
+        sampler: for multi-label data, ``"minority"`` uses
+            :class:`~smp_imbalance.datasets.sampling.MinorityAwareBatchSampler` (it shards by
+            itself under DDP: set ``trainer.use_distributed_sampler: false``).
         sampler_kwargs: its keywords.
+        folds, fold, fold_seed: with ``folds`` set, train and val are fold ``fold`` of a
+            multi-label stratified K-fold split of the *train* split's samples (the dataset's
+            ``labels`` matrix); ``val_kwargs`` then only override keywords of the val copy.
     """
 
     def __init__(
@@ -57,6 +62,9 @@ class RegistryDataModule(L.LightningDataModule):
         num_workers: int = 0,
         sampler: str = "random",
         sampler_kwargs: dict[str, Any] | None = None,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
     ) -> None:
         super().__init__()
         if not is_dataset(dataset):
@@ -68,6 +76,8 @@ class RegistryDataModule(L.LightningDataModule):
             raise ValueError(f"data.transforms must be 'default' or 'none', got {transforms!r}")
         if sampler not in ("random", "minority"):
             raise ValueError(f"data.sampler must be 'random' or 'minority', got {sampler!r}")
+        if folds is not None and not 0 <= fold < folds:
+            raise ValueError(f"data.fold must be in [0, {folds}), got {fold}")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
         self.save_hyperparameters()
@@ -84,22 +94,48 @@ class RegistryDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.sampler = sampler
         self.sampler_kwargs = sampler_kwargs or {}
+        self.folds, self.fold, self.fold_seed = folds, fold, fold_seed
         self.datasets: dict[str, Dataset] = {}
+        self.train_labels: Any = None  # (N, C) multi-hot of the train split, for the sampler
+
+    def _create(self, split: str, kwargs: dict[str, Any]) -> Dataset:
+        kwargs = {**self.common_kwargs, **kwargs}
+        if "transform" not in kwargs and self.transforms == "default":
+            kwargs["transform"] = default_transform(
+                self.dataset_name, split, **self.transform_kwargs
+            )
+        return create_dataset(self.dataset_name, **kwargs)
 
     def build(self, split: str) -> Dataset:
         """Build (once) the dataset of ``split``."""
         if split in self.datasets:
             return self.datasets[split]
+        if self.folds is not None and split in ("train", "val"):
+            self._build_folds()
+            return self.datasets[split]
         own = self.split_kwargs.get(split)
         if own is None:  # test falls back to the validation split
             return self.build("val")
-        kwargs = {**self.common_kwargs, **own}
-        if "transform" not in kwargs and self.transforms == "default":
-            kwargs["transform"] = default_transform(
-                self.dataset_name, split, **self.transform_kwargs
-            )
-        self.datasets[split] = create_dataset(self.dataset_name, **kwargs)
+        self.datasets[split] = self._create(split, own)
+        if split == "train":
+            self.train_labels = getattr(self.datasets[split], "labels", None)
         return self.datasets[split]
+
+    def _build_folds(self) -> None:
+        from smp_imbalance.datasets.sampling import multilabel_kfold
+
+        train_full = self._create("train", self.split_kwargs["train"])
+        labels = getattr(train_full, "labels", None)
+        if labels is None:
+            raise ValueError(
+                f"data.folds needs a labelled dataset with a `labels` matrix; "
+                f"{self.dataset_name!r} has none"
+            )
+        val_full = self._create("val", {**self.split_kwargs["train"], **self.split_kwargs["val"]})
+        train_idx, val_idx = multilabel_kfold(labels, self.folds, seed=self.fold_seed)[self.fold]
+        self.datasets["train"] = Subset(train_full, train_idx.tolist())
+        self.datasets["val"] = Subset(val_full, val_idx.tolist())
+        self.train_labels = labels[train_idx]
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
@@ -123,10 +159,15 @@ class RegistryDataModule(L.LightningDataModule):
             "pin_memory": torch.cuda.is_available(),
         }
         if split == "train" and self.sampler == "minority":
-            from smp_imbalance.datasets.sampling import MinorityBatchSampler
+            from smp_imbalance.datasets.sampling import MinorityAwareBatchSampler
 
-            batch_sampler = MinorityBatchSampler(
-                ds.targets, batch_size=self.batch_size, **self.sampler_kwargs
+            if self.train_labels is None:
+                raise ValueError(
+                    f"data.sampler='minority' needs a multi-label dataset with a `labels` matrix; "
+                    f"{self.dataset_name!r} has none"
+                )
+            batch_sampler = MinorityAwareBatchSampler(
+                self.train_labels, self.batch_size, **self.sampler_kwargs
             )
             return DataLoader(ds, batch_sampler=batch_sampler, **common)
         return DataLoader(
