@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -45,7 +46,9 @@ class ACBMSELoss(nn.Module):
       drops the whole class term, hiding a diverged model);
     * an empty input raises ``ValueError`` (the package returns the Python int 0);
     * the result is always a floating-point tensor attached to the graph (the package can return
-      the int 0, on which ``backward`` fails).
+      the int 0, on which ``backward`` fails);
+    * float16/bfloat16 inputs are computed and returned in float32 (the package returns a
+      half-precision result, rounded to about 3 significant digits).
 
     Args:
         zero_weighting: weight of the "no hit" class (class 0).
@@ -167,10 +170,21 @@ class ACBMSELoss(nn.Module):
 
 
 def _finite_non_negative(name: str, value: float) -> float:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = float(value)  # numpy scalars, fractions
     value = check_non_negative(name, value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return value
+
+
+def _float_tuple(name: str, values: object) -> tuple[float, ...]:
+    """A list/tuple (or 1-D array/tensor) of finite non-negative numbers, as floats."""
+    if hasattr(values, "tolist") and getattr(values, "ndim", None) == 1:
+        values = values.tolist()  # numpy array, torch tensor
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    return tuple(_finite_non_negative(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
 def _boundaries(
@@ -180,15 +194,9 @@ def _boundaries(
         zero_tolerance = _finite_non_negative("zero_tolerance", zero_tolerance)
     if class_boundaries is None:
         return (0.0 if zero_tolerance is None else zero_tolerance,)
-    if isinstance(class_boundaries, (str, bytes)) or not isinstance(class_boundaries, Sequence):
-        raise TypeError(
-            f"class_boundaries must be a sequence of numbers, got {type(class_boundaries).__name__}"
-        )
-    if len(class_boundaries) == 0:
+    edges = _float_tuple("class_boundaries", class_boundaries)
+    if not edges:
         raise ValueError("class_boundaries must hold at least one value")
-    edges = tuple(
-        _finite_non_negative(f"class_boundaries[{i}]", b) for i, b in enumerate(class_boundaries)
-    )
     if any(lo >= hi for lo, hi in itertools.pairwise(edges)):
         raise ValueError(f"class_boundaries must be strictly ascending, got {list(edges)}")
     if zero_tolerance is not None and zero_tolerance != edges[0]:
@@ -207,13 +215,7 @@ def _weights(
 ) -> tuple[float, ...]:
     if class_weights is None:
         return (zero_weighting,) + (nonzero_weighting,) * (num_classes - 1)
-    if isinstance(class_weights, (str, bytes)) or not isinstance(class_weights, Sequence):
-        raise TypeError(
-            f"class_weights must be a sequence of numbers, got {type(class_weights).__name__}"
-        )
-    weights = tuple(
-        _finite_non_negative(f"class_weights[{i}]", w) for i, w in enumerate(class_weights)
-    )
+    weights = _float_tuple("class_weights", class_weights)
     if len(weights) != num_classes:
         raise ValueError(
             f"class_weights has {len(weights)} values but there are {num_classes} classes "

@@ -108,9 +108,9 @@ class ClassRectificationLoss(nn.Module):
         num_samples: number of training samples (multi-label ``class_counts`` need it).
         eta: scale of the imbalance measure, ``alpha = eta * Omega_imb``.
         criterion: ``"relative"``, ``"absolute"`` or ``"distribution"``.
-        mining: ``"class"`` (scores) or ``"instance"`` (needs ``features`` in ``forward``; the
-            timm ``MultiLabelClassificationTask`` calls ``criterion(logits, target)`` without
-            them, which raises a ``ValueError``: use ``mining="class"`` there).
+        mining: ``"class"`` (scores) or ``"instance"`` (needs ``features`` in ``forward``, or
+            ``features_from``; without either, a call ``criterion(logits, target)`` such as timm's
+            ``MultiLabelClassificationTask`` makes raises a ``ValueError``, never falls back).
         k: number of hard positives and of hard negatives per anchor.
         rho: minority threshold, a fraction of the batch in ``(0, 1)``.
         margin: margin of the relative and absolute criteria (score units for class-level
@@ -122,6 +122,11 @@ class ClassRectificationLoss(nn.Module):
         sync_dist: profile and mine over the batch gathered from all processes of the default
             ``torch.distributed`` group (every rank must have the same batch size and call
             backward); a no-op without an initialised process group.
+        features_from: a timm model (anything with ``get_classifier()``) for instance-level
+            mining in hosts that pass no features: a forward pre-hook on its classifier keeps the
+            classifier's input -- the pooled pre-logits features, what
+            ``forward_head(x, pre_logits=True)`` returns -- and the next ``forward`` called
+            without ``features`` uses (and clears) it. Only with ``mining="instance"``.
 
     Shapes:
         logits ``(N, C)``; target ``(N, C)`` or ``(N,)``; features ``(N, D)`` (instance-level
@@ -145,6 +150,7 @@ class ClassRectificationLoss(nn.Module):
         bins: int = 25,
         base: str | nn.Module | Callable[..., torch.Tensor] | None = None,
         sync_dist: bool = False,
+        features_from: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if mode is not None:
@@ -192,6 +198,28 @@ class ClassRectificationLoss(nn.Module):
         self.bins = bins
         self.sync_dist = sync_dist
         self.base = self._build_base(base)
+        self._captured: torch.Tensor | None = None
+        self._hook = None
+        if features_from is not None:
+            if mining != "instance":
+                raise ValueError("features_from is only used by mining='instance'")
+            get_classifier = getattr(features_from, "get_classifier", None)
+            if not callable(get_classifier) or not isinstance(get_classifier(), nn.Module):
+                raise TypeError(
+                    "features_from must be a timm model with get_classifier() returning its "
+                    f"classifier module, got {type(features_from).__name__}"
+                )
+            self._hook = get_classifier().register_forward_pre_hook(self._capture)
+
+    def _capture(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self._captured = args[0]
+
+    def detach_features_hook(self) -> None:
+        """Remove the hook installed by ``features_from`` (no-op without one)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        self._captured = None
 
     @staticmethod
     def _build_base(base: str | nn.Module | Callable[..., torch.Tensor] | None) -> Any:
@@ -277,10 +305,13 @@ class ClassRectificationLoss(nn.Module):
             raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
         if self.mining == "instance":
             if features is None:
+                features, self._captured = self._captured, None
+            if features is None:
                 raise ValueError(
                     "mining='instance' needs features (N, D), e.g. the pooled backbone features "
-                    "model.forward_head(model.forward_features(x), pre_logits=True); hosts that "
-                    "call criterion(logits, target) only (timm's tasks) need mining='class'"
+                    "model.forward_head(model.forward_features(x), pre_logits=True); for hosts "
+                    "that call criterion(logits, target) only (timm's tasks) pass "
+                    "features_from=model, or use mining='class'"
                 )
             check_tensor("features", features)
             if features.dim() != 2 or features.shape[0] != logits.shape[0]:

@@ -59,8 +59,10 @@ class ValidPixelWeightedLoss(nn.Module):
             All-invalid input gives 0, attached to the graph.
         delta: Huber threshold, ``> 0``.
         eps: Charbonnier smoothing, ``> 0``.
-        fused: run the named bases through the ``torch.compile``'d kernel (same values, about one
-            pass over memory); ``False`` runs the eager code.
+        fused: run the named bases through ``torch.compile``'d forward and backward kernels
+            (same values; about one pass over memory each; once differentiable).
+            ``False`` runs plain eager autograd (use it for double backward). Inside your own
+            ``torch.compile`` region the plain maths is traced either way.
 
     Shape:
         ``y_pred``, ``y_true``: ``(N, C, *)`` floating point, identical shapes;

@@ -41,11 +41,12 @@ class SmpImbalanceCLI(LightningCLI):
 
     def _report(self, title: str) -> None:
         trainer = self.trainer
+        log_dir = trainer.log_dir  # a collective under DDP: every rank must ask for it
         if not trainer.is_global_zero:
             return
         print()
         print(format_metrics(trainer.callback_metrics, title=title))
-        print(f"run folder: {trainer.log_dir}")
+        print(f"run folder: {log_dir}")
         ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if ckpt:
             print(f"best checkpoint: {ckpt}")

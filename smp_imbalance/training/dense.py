@@ -19,6 +19,42 @@ ACTIVATIONS = ("sigmoid", "identity")
 MASK_KEYS = ("valid_mask", "mask")
 
 
+def build_loss(loss: str | nn.Module, loss_kwargs: dict[str, Any] | None) -> nn.Module:
+    """``loss`` by registry name with ``loss_kwargs``, or a module given as is (then
+    ``loss_kwargs`` must be empty: they would be silently ignored)."""
+    if not isinstance(loss, str):
+        if loss_kwargs:
+            raise ValueError(
+                "model.loss_kwargs apply to a loss given by name; put the arguments of a "
+                f"class_path loss in its init_args (got loss_kwargs={loss_kwargs})"
+            )
+        return loss
+    try:
+        return create_loss(loss, **(loss_kwargs or {}))
+    except TypeError as err:
+        raise TypeError(f"model.loss_kwargs {loss_kwargs} do not fit loss {loss!r}: {err}") from err
+
+
+def _freeze_unused_parameters(net: nn.Module, in_channels: int, divisor: int) -> list[str]:
+    """Freeze parameters that never reach the output (smp keeps the encoder stages beyond
+    ``encoder_depth``), so that DDP does not stop on unused parameters and the optimiser skips
+    them. Found with one eval-mode forward/backward of a small dummy input (running stats intact).
+    """
+    was_training = net.training
+    net.eval()
+    params = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
+    dummy = torch.zeros(1, in_channels, 2 * divisor, 2 * divisor)
+    grads = torch.autograd.grad(
+        net(dummy).sum(), [p for _, p in params], allow_unused=True, materialize_grads=False
+    )
+    net.train(was_training)
+    unused = [name for (name, p), g in zip(params, grads, strict=True) if g is None]
+    for (_, p), g in zip(params, grads, strict=True):
+        if g is None:
+            p.requires_grad_(False)
+    return unused
+
+
 def _mask_argument(loss: nn.Module) -> str | None:
     """The name of the loss's valid-mask keyword (``mask`` / ``valid_mask``), if it takes one."""
     try:
@@ -103,7 +139,8 @@ class DenseTask(L.LightningModule):
             **kwargs,
         )
         self.divisor = 2**encoder_depth
-        self.loss_fn = create_loss(loss, **(loss_kwargs or {})) if isinstance(loss, str) else loss
+        self.frozen_unused = _freeze_unused_parameters(self.net, in_channels, self.divisor)
+        self.loss_fn = build_loss(loss, loss_kwargs)
         self.loss_mask_arg = _mask_argument(self.loss_fn)
         self.val_metrics = self._build_metrics(metrics, metric_kwargs or {})
 
@@ -207,11 +244,12 @@ class DenseTask(L.LightningModule):
     # -- figures --------------------------------------------------------------------------------
     def _maybe_plot(self) -> None:
         every = self.hparams.plot_every_n_epochs
+        # trainer.log_dir is a collective under DDP (a broadcast): every rank must ask for it.
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
         if not every or self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         if self.current_epoch % every or not hasattr(self, "_first_val_batch"):
             return
-        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
         out = Path(log_dir) / "figures" / f"val_epoch{self.current_epoch:03d}.png"
         from smp_imbalance.training.plots import save_dense_panel
 

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from smp_imbalance.registry import create_loss
+from smp_imbalance.training.dense import build_loss
 from smp_imbalance.training.optim import timm_optimizers
 
 
@@ -97,7 +97,7 @@ class MultiLabelTask(L.LightningModule):
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.net, decay=ema_decay)
-        self.loss_fn = create_loss(loss, **(loss_kwargs or {})) if isinstance(loss, str) else loss
+        self.loss_fn = build_loss(loss, loss_kwargs)
         self.wants_features = getattr(self.loss_fn, "mining", None) == "instance"
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.register_buffer("thresholds", torch.full((num_classes,), 0.5))
@@ -187,13 +187,14 @@ class MultiLabelTask(L.LightningModule):
 
     def _maybe_plot(self, per_class: torch.Tensor) -> None:
         every = self.hparams.plot_every_n_epochs
+        # trainer.log_dir is a collective under DDP (a broadcast): every rank must ask for it.
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
         if not every or self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         if self.current_epoch % every:
             return
         from smp_imbalance.training.plots import save_f1_bars
 
-        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
         out = Path(log_dir) / "figures" / f"f1_epoch{self.current_epoch:03d}.png"
         save_f1_bars(per_class.cpu(), self.class_names, out)
 

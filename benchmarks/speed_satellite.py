@@ -1,0 +1,171 @@
+"""Throughput of ``MaskedBands`` against the bare rasterio windowed read of the same patches.
+
+Scene: the Sentinel-2 L1C subset ``/work/shared/data/satellite/s2_l1c_T33UUU_20170216`` (1536 x
+768 at 10 m), inputs B02, B03, B04, target B08 (or B11), 256 x 256 patches, ``nodata=0``.
+One timed call ("a pass") reads every patch once. Cases:
+
+* ``jp2``: the original JPEG2000 files;
+* ``gtiff``: the same bands rewritten as tiled (256 x 256), deflate GeoTIFFs in a temporary folder;
+* ``jp2 + B11``: target B11 (20 m) resampled onto the 10 m grid (nearest): the adapter reads it
+  through a ``WarpedVRT``, the bare read is a decimated ``read(out_shape=...)`` of its window.
+
+Each case is timed twice: with the files opened anew on every pass (GDAL's block cache starts
+empty, so every tile is decoded, as when the data are larger than the cache) and with the files
+kept open (a warm cache: the "decode" is a copy, so the adapter's own work is most visible).
+
+Contenders (interleaved medians, ``benchmarks/_timing.py``):
+
+* ``bare rasterio``: ``src.read(1, window=w)`` per band file;
+* ``masked_bands``: ``dataset[i]`` (validity, scaling, fill, tensors), no transform;
+* ``masked_bands + norm + flips``: with ``mean``/``std`` and ``train_transforms()``.
+
+    python benchmarks/speed_satellite.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window, from_bounds
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import machine_line, markdown_table, time_interleaved
+
+from smp_imbalance.datasets.satellite import MaskedBands, Scene, band_statistics
+from smp_imbalance.datasets.transforms.satellite import train_transforms
+
+SCENE = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "satellite" / "s2_l1c_T33UUU_20170216"
+)
+PATTERN = "T33UUU_20170216T102101_{band}.jp2"
+INPUTS = ["B02", "B03", "B04"]
+PATCH = 256
+
+
+def to_gtiff(src_path: Path, dst_path: Path) -> None:
+    with rasterio.open(src_path) as src:
+        profile = src.profile | {
+            "driver": "GTiff",
+            "tiled": True,
+            "blockxsize": 256,
+            "blockysize": 256,
+            "compress": "deflate",
+            "predictor": 2,
+        }
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            dst.write(src.read())
+
+
+def bare_reader(files: list[str], windows: list[Window], cold: bool) -> Callable[[], None]:
+    """Read every window of every file (``files[0]`` is on the patch grid; a coarser file is
+    read decimated onto the same ground window). ``cold``: open the files anew on each call."""
+    with rasterio.open(files[0]) as ref:
+        bounds = [ref.window_bounds(w) for w in windows]
+        ref_shape = (ref.height, ref.width)
+    handles: list[rasterio.DatasetReader] = []
+
+    def read_all() -> None:
+        if cold or not handles:
+            for h in handles:
+                h.close()
+            handles[:] = [rasterio.open(f) for f in files]
+        for w, b in zip(windows, bounds, strict=True):
+            for h in handles:
+                if (h.height, h.width) == ref_shape:
+                    h.read(1, window=w)
+                else:
+                    h.read(
+                        1,
+                        window=from_bounds(*b, transform=h.transform),
+                        out_shape=(int(w.height), int(w.width)),
+                        resampling=Resampling.nearest,
+                    )
+
+    return read_all
+
+
+def adapter(ds: MaskedBands, cold: bool) -> Callable[[], None]:
+    def read_all() -> None:
+        if cold:
+            ds.close()
+        for i in range(len(ds)):
+            ds[i]
+
+    return read_all
+
+
+def case(label: str, folder: Path, pattern: str, target: str, quick: bool) -> str:
+    """Markdown tables (cold and warm) for one set of files."""
+    target_path = str(folder / pattern.format(band=target))
+    scene = Scene(inputs=str(folder / pattern), targets={target: target_path})
+    ds = MaskedBands([scene], INPUTS, [target], patch_size=PATCH, nodata=0)
+    stats = band_statistics(ds)
+    ds_full = MaskedBands(
+        [scene],
+        INPUTS,
+        [target],
+        patch_size=PATCH,
+        nodata=0,
+        mean=stats["image"].mean,
+        std=stats["image"].std,
+        transform=train_transforms(),
+    )
+    windows = [w for _, w in ds.patches]
+    files = [str(folder / pattern.format(band=b)) for b in INPUTS] + [target_path]
+    parts = []
+    for cold in (True, False):
+        rows = time_interleaved(
+            [
+                ("bare rasterio", bare_reader(files, windows, cold)),
+                ("masked_bands", adapter(ds, cold)),
+                ("masked_bands + norm + flips", adapter(ds_full, cold)),
+            ],
+            repeats=3 if quick else 11,
+            warmup=1,
+        )
+        overhead = rows[1].median_s / rows[0].median_s - 1
+        cache = "files opened each pass (cold cache)" if cold else "files kept open (warm cache)"
+        title = f"{label}, {cache}: {len(windows)} patches of 3+1 bands x {PATCH}^2 a pass"
+        parts += [
+            markdown_table(title, rows, "bare rasterio"),
+            "",
+            f"masked_bands: {len(windows) / rows[1].median_s:.0f} samples/s, "
+            f"overhead over the bare read {overhead:+.0%}",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def run(quick: bool = False) -> str:
+    """Time the contenders on each case; return a markdown report."""
+    if not SCENE.exists():
+        return f"speed_satellite: {SCENE} not found, nothing measured"
+    parts = [f"### masked_bands read speed{' -- quick' if quick else ''}", "", machine_line(), ""]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        for band in [*INPUTS, "B08"]:
+            to_gtiff(SCENE / PATTERN.format(band=band), tmp_dir / f"{band}.tif")
+        cases = [
+            ("jp2", SCENE, PATTERN, "B08"),
+            ("gtiff", tmp_dir, "{band}.tif", "B08"),
+            ("jp2 + B11 (20 m -> 10 m)", SCENE, PATTERN, "B11"),
+        ]
+        for label, folder, pattern, target in cases[:2] if quick else cases:
+            parts.append(case(label, folder, pattern, target, quick))
+    return "\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, two cases")
+    print(run(quick=parser.parse_args().quick))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""The training recipes end to end on tiny models and data: the CLI, the tasks, and users' own code."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from conftest import REPO_ROOT, TEST_DATA
+from torch import nn
+
+import smp_imbalance
+from smp_imbalance.training.cli import format_metrics, run_cli
+
+pytestmark = pytest.mark.slow
+
+CONFIGS = REPO_ROOT / "configs"
+TINY_DENSE = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=1",
+    "--trainer.enable_progress_bar=false",
+    "--model.init_args.encoder_name=tu-mobilenetv3_small_050",
+    "--model.init_args.decoder_channels=[16,8,8]",
+    "--data.init_args.train_kwargs.num_frames=8",
+    "--data.init_args.val_kwargs.num_frames=4",
+    "--data.init_args.batch_size=4",
+    "--data.init_args.num_workers=0",
+]
+HPA = TEST_DATA / "hpa"
+TINY_HPA = [
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--model.init_args.model_name=resnet10t",
+    f"--data.init_args.common_kwargs.root={HPA / 'images'}",
+    f"--data.init_args.common_kwargs.csv_file={HPA / 'train.csv'}",
+    "--data.init_args.folds=null",
+    "--data.init_args.sampler=random",
+    "--data.init_args.batch_size=2",
+    "--data.init_args.num_workers=0",
+    "--data.init_args.transform_kwargs.size=64",
+]
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _fit(config: str, extra: list[str]) -> L.Trainer:
+    cli = run_cli(["fit", "--config", str(CONFIGS / config), *extra])
+    return cli.trainer
+
+
+def test_detector_recipe_fits_and_reports(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trainer = _fit("detector_denoise.yaml", TINY_DENSE)
+    out = capsys.readouterr().out
+    assert "final metrics" in out and "val/signal_retention" in out and "val/noise_removal" in out
+    run = Path(trainer.log_dir)
+    assert f"run folder: {trainer.log_dir}" in out
+    assert (run / "config.yaml").exists()
+    assert (run / "metrics.csv").exists()
+    assert list((run / "figures").glob("val_epoch000.png"))
+    ckpts = {p.name for p in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    assert list((in_tmp / "runs" / "detector_denoise_tb").rglob("events.out.tfevents*"))
+    for key in ("val/score", "val/loss", "train/loss"):
+        assert torch.isfinite(trainer.callback_metrics[key])
+
+
+def test_resume_from_last_continues(in_tmp: Path) -> None:
+    first = _fit("detector_denoise.yaml", TINY_DENSE)
+    last = Path(first.log_dir) / "checkpoints" / "last.ckpt"
+    resumed = _fit(
+        "detector_denoise.yaml",
+        [*TINY_DENSE, "--trainer.max_epochs=2", f"--ckpt_path={last}"],
+    )
+    assert resumed.current_epoch == 2
+    assert resumed.global_step == 4  # 2 steps restored + 2 new ones
+
+
+def test_loss_by_name_and_by_class_path(in_tmp: Path) -> None:
+    no_kwargs = "--model.init_args.loss_kwargs={}"
+    trainer = _fit("detector_denoise.yaml", [*TINY_DENSE, "--model.init_args.loss=mse", no_kwargs])
+    assert isinstance(trainer.lightning_module.loss_fn, nn.MSELoss)
+    with pytest.raises(
+        (TypeError, ValueError), match=r"loss_kwargs .*zero_weighting.* do not fit loss .l1."
+    ):
+        _fit("detector_denoise.yaml", [*TINY_DENSE, "--model.init_args.loss=l1"])
+    class_path = (
+        '--model.init_args.loss={"class_path": "smp_imbalance.losses.ACBMSELoss", '
+        '"init_args": {"nonzero_weighting": 3.0}}'
+    )
+    trainer = _fit("detector_denoise.yaml", [*TINY_DENSE, class_path, no_kwargs])
+    loss_fn = trainer.lightning_module.loss_fn
+    assert type(loss_fn).__name__ == "ACBMSELoss"
+    with pytest.raises(ValueError, match="loss_kwargs apply to a loss given by name"):
+        _fit("detector_denoise.yaml", [*TINY_DENSE, class_path])
+
+
+def test_unknown_loss_lists_valid_names(in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown loss name 'acb_mes'.*acb_mse"):
+        _fit("detector_denoise.yaml", [*TINY_DENSE, "--model.init_args.loss=acb_mes"])
+
+
+def test_unknown_config_key_fails_before_training(in_tmp: Path) -> None:
+    with pytest.raises(SystemExit):
+        _fit("detector_denoise.yaml", [*TINY_DENSE, "--model.init_args.not_a_key=1"])
+    assert not (in_tmp / "runs").exists()
+
+
+def test_channel_mismatch_fails_before_first_step(in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match=r"model.in_channels=3 but .* 1 channels"):
+        _fit("detector_denoise.yaml", [*TINY_DENSE, "--model.init_args.in_channels=3"])
+
+
+def test_nan_loss_stops_naming_step_and_batch(in_tmp: Path) -> None:
+    nan_loss = '--model.init_args.loss={"class_path": "test_training.NaNLoss"}'
+    with pytest.raises(FloatingPointError, match=r"global step 0, epoch 0, batch 0"):
+        _fit("detector_denoise.yaml", [*TINY_DENSE, nan_loss, "--model.init_args.loss_kwargs={}"])
+
+
+class NaNLoss(nn.Module):
+    """A loss that returns NaN, to check that training stops."""
+
+    def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return (y_pred * float("nan")).mean()
+
+
+def test_print_config(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--config", str(CONFIGS / "detector_denoise.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["init_args"]["loss"] == "acb_mse"
+    assert config["data"]["init_args"]["dataset"] == "detector_frames"
+
+
+def test_hpa_recipe_fits_on_real_layout(in_tmp: Path) -> None:
+    trainer = _fit("hpa_multilabel.yaml", TINY_HPA)
+    task = trainer.lightning_module
+    assert type(task.loss_fn).__name__ == "ClassRectificationLoss"
+    assert torch.isfinite(trainer.callback_metrics["val/f1_macro_tuned"])
+    ckpt = torch.load(Path(trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    thresholds = ckpt["state_dict"]["thresholds"]
+    assert thresholds.shape == (28,)
+    assert torch.equal(thresholds, task.thresholds.cpu())  # tuned thresholds travel with the ckpt
+    assert list((Path(trainer.log_dir) / "figures").glob("f1_epoch*.png"))
+
+
+def test_multilabel_task_passes_features_for_instance_mining() -> None:
+    from smp_imbalance.training import MultiLabelTask
+
+    task = MultiLabelTask(
+        model_name="resnet10t", in_chans=4, num_classes=5, loss="crl",
+        loss_kwargs={"alpha": 0.5, "mining": "instance", "k": 2},
+    )  # fmt: skip
+    assert task.wants_features
+    seen = {}
+    original = task.loss_fn.forward
+
+    def spy(logits: torch.Tensor, target: torch.Tensor, features: torch.Tensor | None = None):
+        seen["features"] = features
+        return original(logits, target, features=features)
+
+    task.loss_fn.forward = spy  # type: ignore[method-assign]
+    batch = {"image": torch.rand(8, 4, 32, 32), "target": (torch.rand(8, 5) > 0.5).float()}
+    loss = task.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    assert seen["features"].shape == (8, task.net.num_features)
+
+
+# -- in users' existing code ---------------------------------------------------------------------
+
+
+class ExistingSmpModule(L.LightningModule):
+    """What an smp user already has: a Lightning module around an smp model and an smp loss."""
+
+    def __init__(self, loss_fn: nn.Module) -> None:
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        self.model = smp.Unet("resnet18", encoder_weights=None, encoder_depth=3,
+                              decoder_channels=(16, 8, 8), in_channels=1, classes=1)  # fmt: skip
+        self.loss_fn = loss_fn
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        image, mask = batch
+        loss = self.loss_fn(self.model(image), mask)
+        self.log("loss", loss)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+@pytest.mark.parametrize("loss_name", ["smp.dice", "acb_mse"])
+def test_swap_smp_dice_for_acb_mse_in_existing_module(loss_name: str, tmp_path: Path) -> None:
+    images = torch.rand(8, 1, 32, 32)
+    masks = (torch.rand(8, 1, 32, 32) > 0.97).float()
+    loader = torch.utils.data.DataLoader(list(zip(images, masks, strict=True)), batch_size=4)
+    module = ExistingSmpModule(smp_imbalance.create_loss(loss_name))
+    before = [p.detach().clone() for p in module.parameters()]
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(module, loader)
+    assert torch.isfinite(trainer.callback_metrics["loss"])
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+
+def test_hydra_target_configs_build_our_losses() -> None:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.create(
+        {
+            "by_class": {"_target_": "smp_imbalance.losses.ACBMSELoss", "nonzero_weighting": 2.0},
+            "by_name": {"_target_": "smp_imbalance.create_loss", "name": "valid_pixel"},
+            "crl": {"_target_": "smp_imbalance.create_loss", "name": "crl", "alpha": 0.3},
+        }
+    )
+    losses = instantiate(config)
+    assert type(losses.by_class).__name__ == "ACBMSELoss"
+    assert type(losses.by_name).__name__ == "ValidPixelWeightedLoss"
+    assert type(losses.crl).__name__ == "ClassRectificationLoss"
+    x, y = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    assert torch.isfinite(losses.by_class(x, y))
+
+
+def test_format_metrics_table() -> None:
+    table = format_metrics(
+        {"b": torch.tensor(0.5), "a": 1, "vec": torch.ones(3), "n": float("nan")}
+    )
+    lines = table.splitlines()
+    assert lines[0] == "metrics"
+    assert [line.split()[0] for line in lines[2:-1]] == ["a", "b", "n"]
+    assert "nan" in table
+
+
+@pytest.mark.distributed
+def test_ddp_two_processes_reduce_metrics(tmp_path: Path) -> None:
+    """A 2-process CPU (gloo) fit; the validation metrics logged by rank 0 must be those of the
+    whole validation set (reduced over both ranks), i.e. equal a 1-process validation of the same
+    weights."""
+    exe = Path(sys.executable).parent / "smp-imbalance"
+    common = [
+        "--config", str(CONFIGS / "detector_denoise.yaml"), *TINY_DENSE,
+        "--data.init_args.val_kwargs.num_frames=8", "--trainer.limit_val_batches=1.0",
+        "--data.init_args.batch_size=2",
+    ]  # fmt: skip
+    env = {**os.environ, "SMP_IMBALANCE_COMPILE": "0"}
+    subprocess.run(
+        [str(exe), "fit", *common, "--trainer.accelerator=cpu", "--trainer.devices=2",
+         "--trainer.strategy=ddp"],
+        cwd=tmp_path, env=env, check=True, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    run = tmp_path / "runs" / "detector_denoise" / "version_0"
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    ddp_val = [r for r in rows if r.get("val/mse_hit")][-1]
+    single = subprocess.run(
+        [str(exe), "validate", *common, "--trainer.devices=1",
+         f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"],
+        cwd=tmp_path, env=env, check=True, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    one = {}
+    for line in single.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith("val/"):
+            one[parts[0]] = float(parts[1])
+    for key in ("val/mse_hit", "val/mse_nohit", "val/signal_retention", "val/noise_removal"):
+        assert float(ddp_val[key]) == pytest.approx(one[key], rel=1e-3, abs=1e-4), key
