@@ -41,13 +41,18 @@ def run(quick: bool = False) -> str:
     return "\n\n".join(sections)
 
 
-def write_section(markdown: str, path: Path = HERE.parent / "BENCHMARKS.md") -> None:
-    """Replace the text between the speed_losses markers of BENCHMARKS.md with ``markdown``."""
+def write_section(
+    markdown: str,
+    path: Path = HERE.parent / "BENCHMARKS.md",
+    markers: tuple[str, str] = (BEGIN, END),
+) -> None:
+    """Replace the text between ``markers`` in BENCHMARKS.md with ``markdown``."""
+    begin, end = markers
     text = path.read_text()
-    block = f"{BEGIN}\n{markdown}\n{END}"
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    block = f"{begin}\n{markdown}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        raise ValueError(f"{path} has no {BEGIN} ... {END} block")
+        raise ValueError(f"{path} has no {begin} ... {end} block")
     path.write_text(pattern.sub(lambda _: block, text))
 
 

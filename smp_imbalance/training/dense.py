@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import torch
 from torch import nn
 
 from smp_imbalance.registry import create_loss
-from smp_imbalance.training.optim import timm_optimizers
+from smp_imbalance.training.optim import TimmOptimMixin
 
 TASKS = ("regression", "binary", "multiclass", "multilabel")
 ACTIVATIONS = ("sigmoid", "identity")
@@ -64,7 +63,7 @@ def _mask_argument(loss: nn.Module) -> str | None:
     return next((name for name in ("valid_mask", "mask") if name in params), None)
 
 
-class DenseTask(L.LightningModule):
+class DenseTask(TimmOptimMixin, L.LightningModule):
     """An ``smp.create_model`` network trained with a loss chosen by registry name.
 
     Batches are dicts from our datasets: ``image`` (N, C_in, H, W), ``target`` (N, C_out, H, W) or
@@ -254,21 +253,3 @@ class DenseTask(L.LightningModule):
         from smp_imbalance.training.plots import save_dense_panel
 
         save_dense_panel(self._first_val_batch, self._first_val_pred, out, task=self.hparams.task)
-
-    # -- optimisation ---------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
-        total = self.trainer.estimated_stepping_batches
-        total = int(total) if math.isfinite(total) else 1000
-        return timm_optimizers(
-            self,
-            optimizer=self.hparams.optimizer,
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            scheduler=self.hparams.scheduler,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=total,
-            min_lr=self.hparams.min_lr,
-        )
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        scheduler.step_update(num_updates=self.global_step)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from smp_imbalance.training.dense import build_loss
-from smp_imbalance.training.optim import timm_optimizers
+from smp_imbalance.training.optim import TimmOptimMixin
 
 
 class _Collect(Metric):
@@ -34,7 +33,7 @@ class _Collect(Metric):
         return dim_zero_cat(self.probs), dim_zero_cat(self.targets)
 
 
-class MultiLabelTask(L.LightningModule):
+class MultiLabelTask(TimmOptimMixin, L.LightningModule):
     """``timm.create_model(model_name, in_chans=..., num_classes=...)`` with a loss by registry name.
 
     Validation tunes one decision threshold per label (maximising that label's F1 on the split) and
@@ -197,20 +196,3 @@ class MultiLabelTask(L.LightningModule):
 
         out = Path(log_dir) / "figures" / f"f1_epoch{self.current_epoch:03d}.png"
         save_f1_bars(per_class.cpu(), self.class_names, out)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        total = self.trainer.estimated_stepping_batches
-        total = int(total) if math.isfinite(total) else 1000
-        return timm_optimizers(
-            self.net,
-            optimizer=self.hparams.optimizer,
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            scheduler=self.hparams.scheduler,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=total,
-            min_lr=self.hparams.min_lr,
-        )
-
-    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
-        scheduler.step_update(num_updates=self.global_step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch import nn
@@ -41,3 +42,26 @@ def timm_optimizers(
         updates_per_epoch=1,
     )
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class TimmOptimMixin:
+    """``configure_optimizers`` / ``lr_scheduler_step`` for a LightningModule whose hparams hold
+    ``optimizer, lr, weight_decay, scheduler, warmup_steps, min_lr`` and whose network is
+    ``self.net`` (EMA copies and loss buffers stay out of the optimiser)."""
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams  # type: ignore[attr-defined]
+        total = self.trainer.estimated_stepping_batches  # type: ignore[attr-defined]
+        return timm_optimizers(
+            self.net,  # type: ignore[attr-defined]
+            optimizer=hp.optimizer,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            scheduler=hp.scheduler,
+            warmup_steps=hp.warmup_steps,
+            total_steps=int(total) if math.isfinite(total) else 1000,
+            min_lr=hp.min_lr,
+        )
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        scheduler.step_update(num_updates=self.global_step)  # type: ignore[attr-defined]
