@@ -15,7 +15,7 @@ def loss_vs_hits(
     max_hits: int = 2000,
     step: int = 2,
     recovered: float = 0.5,
-    hit_value: float = 1.0,
+    hit_value: float = 0.6,
 ) -> dict[str, torch.Tensor]:
     """The ACB-MSE seed's experiment: a target frame filled with ``n`` hits (``step`` at a time)
     and a prediction that recovers a fixed fraction of them (the others predicted as 0).
