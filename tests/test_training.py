@@ -279,3 +279,28 @@ def test_ddp_two_processes_reduce_metrics(tmp_path: Path) -> None:
             one[parts[0]] = float(parts[1])
     for key in ("val/mse_hit", "val/mse_nohit", "val/signal_retention", "val/noise_removal"):
         assert float(ddp_val[key]) == pytest.approx(one[key], rel=1e-3, abs=1e-4), key
+
+
+def test_gate_output_keeps_or_drops_input_pixels() -> None:
+    from smp_imbalance.training import DenseTask
+
+    task = DenseTask(encoder_name="resnet18", encoder_depth=3, decoder_channels=[8, 8, 8],
+                     output_activation="gate", metrics="none")  # fmt: skip
+    image = torch.zeros(2, 1, 32, 32)
+    image[:, :, 5, 7] = 0.4
+    out = task(image)
+    assert torch.equal(out[image == 0], torch.zeros_like(out[image == 0]))
+    assert ((out[image > 0] > 0) & (out[image > 0] < 0.4)).all()
+    with pytest.raises(ValueError, match="classes == in_channels"):
+        DenseTask(encoder_depth=3, output_activation="gate", classes=2, metrics="none")
+
+
+def test_dense_task_rejects_bad_arguments() -> None:
+    from smp_imbalance.training import DenseTask
+
+    with pytest.raises(ValueError, match=r"model\.task"):
+        DenseTask(task="denoise")
+    with pytest.raises(ValueError, match=r"model\.output_activation"):
+        DenseTask(output_activation="relu")
+    with pytest.raises(ValueError, match=r"model\.metrics"):
+        DenseTask(metrics="psnr")

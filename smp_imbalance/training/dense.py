@@ -14,7 +14,7 @@ from smp_imbalance.registry import create_loss
 from smp_imbalance.training.optim import TimmOptimMixin
 
 TASKS = ("regression", "binary", "multiclass", "multilabel")
-ACTIVATIONS = ("sigmoid", "identity")
+ACTIVATIONS = ("sigmoid", "identity", "gate")
 MASK_KEYS = ("valid_mask", "mask")
 
 
@@ -77,7 +77,10 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
         task: ``regression`` (denoising, band translation), or ``binary`` / ``multiclass`` /
             ``multilabel`` segmentation (IoU/F1 through ``smp.metrics``).
         output_activation: ``sigmoid`` keeps regression outputs in (0, 1), as our targets are;
-            ``identity`` for unbounded targets. Segmentation outputs stay logits.
+            ``identity`` for unbounded targets; ``gate`` predicts ``image * sigmoid(logits)``:
+            the network decides which input pixels to keep (denoising sparse frames: kept hits
+            keep their exact time, empty pixels stay exactly 0; needs ``classes ==
+            in_channels``). Segmentation outputs stay logits.
         loss: a registered loss name (``smp-imbalance losses``) or an ``nn.Module``.
         loss_kwargs: keywords for a loss given by name.
         metrics: ``detector`` (hit metrics), ``satellite`` (masked per-band metrics),
@@ -120,6 +123,11 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
             raise ValueError(
                 f"model.output_activation must be one of {ACTIVATIONS}, got {output_activation!r}"
             )
+        if output_activation == "gate" and classes != in_channels:
+            raise ValueError(
+                f"model.output_activation='gate' multiplies the input by the output: it needs "
+                f"classes == in_channels, got {classes} and {in_channels}"
+            )
         if metrics not in ("detector", "satellite", "segmentation", "none"):
             raise ValueError(f"model.metrics: unknown metrics family {metrics!r}")
         self.save_hyperparameters(ignore=["loss"] if isinstance(loss, nn.Module) else [])
@@ -147,9 +155,11 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(N, C_in, H, W) -> (N, classes, H, W); sigmoid applied for regression by default."""
         out = self.net(image)
-        if self.hparams.task == "regression" and self.hparams.output_activation == "sigmoid":
-            out = torch.sigmoid(out)
-        return out
+        if self.hparams.task != "regression" or self.hparams.output_activation == "identity":
+            return out
+        if self.hparams.output_activation == "gate":
+            return image * torch.sigmoid(out)
+        return torch.sigmoid(out)
 
     def _build_metrics(self, family: str, kwargs: dict[str, Any]) -> nn.Module | None:
         if family == "none":
