@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError as err:
             print(f"training needs the training extras ({err})", file=sys.stderr)
             return 2
-        run_cli(args)
+        # LightningCLI reads sys.argv itself when the command line is the real one
+        run_cli(args if argv is not None else None)
         return 0
 
     parser = argparse.ArgumentParser(

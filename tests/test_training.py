@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT, TEST_DATA
+from conftest import REPO_ROOT, SHARED_DATA, TEST_DATA
 from torch import nn
 
 import smp_imbalance
@@ -119,7 +119,10 @@ def test_unknown_config_key_fails_before_training(in_tmp: Path) -> None:
 
 def test_channel_mismatch_fails_before_first_step(in_tmp: Path) -> None:
     with pytest.raises(ValueError, match=r"model.in_channels=3 but .* 1 channels"):
-        _fit("detector_denoise.yaml", [*TINY_DENSE, "--model.init_args.in_channels=3"])
+        _fit(
+            "detector_denoise.yaml",
+            [*TINY_DENSE, "--model.init_args.in_channels=3", "--model.init_args.classes=3"],
+        )
 
 
 def test_nan_loss_stops_naming_step_and_batch(in_tmp: Path) -> None:
@@ -304,3 +307,30 @@ def test_dense_task_rejects_bad_arguments() -> None:
         DenseTask(output_activation="relu")
     with pytest.raises(ValueError, match=r"model\.metrics"):
         DenseTask(metrics="psnr")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "satellite").exists(), reason="needs ../shared/data")
+def test_sentinel2_crossband_recipe_on_real_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO_ROOT)  # the recipe's scene path is relative to the repository
+    scene = SHARED_DATA / "satellite" / "s2_l1c_19UDP_20170729" / "preview_{band}.jp2"
+    trainer = _fit(
+        "sentinel2_crossband.yaml",
+        [
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--trainer.limit_val_batches=2",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            f'--data.init_args.common_kwargs.scenes=[{{"inputs": "{scene}"}}]',
+            "--model.init_args.encoder_depth=3",
+            "--model.init_args.decoder_channels=[16,8,8]",
+            "--data.init_args.batch_size=2",
+        ],
+    )
+    metrics = trainer.callback_metrics
+    for key in ("val/psnr_B08", "val/rmse_B08", "val/ssim_B08", "val/loss"):
+        assert torch.isfinite(metrics[key]), key
+    assert list((Path(trainer.log_dir) / "figures").glob("val_epoch000.png"))

@@ -80,7 +80,7 @@ class SatelliteMetrics(nn.Module):
     def compute(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for name, metric in (("psnr", self.psnr), ("rmse", self.rmse), ("ssim", self.ssim)):
-            per_band = metric.compute()
+            per_band = metric.compute().reshape(-1)  # (C,); a single band may come back 0-dim
             for band, value in zip(self.band_names, per_band, strict=True):
                 out[f"{name}_{band}"] = value
             out[name] = per_band.mean()
