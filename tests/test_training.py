@@ -291,9 +291,15 @@ def test_gate_output_keeps_or_drops_input_pixels() -> None:
                      output_activation="gate", metrics="none")  # fmt: skip
     image = torch.zeros(2, 1, 32, 32)
     image[:, :, 5, 7] = 0.4
-    out = task(image)
+    out = task(image)  # training: a soft gate
     assert torch.equal(out[image == 0], torch.zeros_like(out[image == 0]))
     assert ((out[image > 0] > 0) & (out[image > 0] < 0.4)).all()
+    task.eval()  # decisions: each hit kept whole or dropped
+    with torch.no_grad():
+        logits = task.net(image)
+        out = task(image)
+    kept = torch.sigmoid(logits) > 0.5
+    assert torch.equal(out, torch.where(kept, image, torch.zeros(())))
     with pytest.raises(ValueError, match="classes == in_channels"):
         DenseTask(encoder_depth=3, output_activation="gate", classes=2, metrics="none")
 

@@ -80,7 +80,10 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
             ``identity`` for unbounded targets; ``gate`` predicts ``image * sigmoid(logits)``:
             the network decides which input pixels to keep (denoising sparse frames: kept hits
             keep their exact time, empty pixels stay exactly 0; needs ``classes ==
-            in_channels``). Segmentation outputs stay logits.
+            in_channels``). Training uses the soft gate; in eval mode (validation, test,
+            predict) a pixel is kept whole when its gate exceeds ``gate_threshold``, else
+            dropped. Segmentation outputs stay logits.
+        gate_threshold: the keep decision of the ``gate`` output in eval mode.
         loss: a registered loss name (``smp-imbalance losses``) or an ``nn.Module``.
         loss_kwargs: keywords for a loss given by name.
         metrics: ``detector`` (hit metrics), ``satellite`` (masked per-band metrics),
@@ -103,6 +106,7 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
         model_kwargs: dict[str, Any] | None = None,
         task: str = "regression",
         output_activation: str = "sigmoid",
+        gate_threshold: float = 0.5,
         loss: str | nn.Module = "acb_mse",
         loss_kwargs: dict[str, Any] | None = None,
         metrics: str = "detector",
@@ -123,6 +127,8 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
             raise ValueError(
                 f"model.output_activation must be one of {ACTIVATIONS}, got {output_activation!r}"
             )
+        if not 0.0 < gate_threshold < 1.0:
+            raise ValueError(f"model.gate_threshold must be in (0, 1), got {gate_threshold}")
         if output_activation == "gate" and classes != in_channels:
             raise ValueError(
                 f"model.output_activation='gate' multiplies the input by the output: it needs "
@@ -158,7 +164,10 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
         if self.hparams.task != "regression" or self.hparams.output_activation == "identity":
             return out
         if self.hparams.output_activation == "gate":
-            return image * torch.sigmoid(out)
+            keep = torch.sigmoid(out)
+            if not self.training:  # decisions: a kept hit keeps its exact value
+                keep = (keep > self.hparams.gate_threshold).to(image.dtype)
+            return image * keep
         return torch.sigmoid(out)
 
     def _build_metrics(self, family: str, kwargs: dict[str, Any]) -> nn.Module | None:
