@@ -522,3 +522,17 @@ def test_preview_figure(tmp_path: Path) -> None:
     assert (tmp_path / "preview.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="n must be"):
         preview_figure(ds, n=0)
+
+
+@pytest.mark.parametrize("recipe", ["train", "val"])
+def test_recipes_pad_to_a_divisor_with_empty_pixels(recipe: str) -> None:
+    from smp_imbalance.datasets.transforms import detector as recipes
+
+    make = recipes.train_transforms if recipe == "train" else recipes.val_transforms
+    ds = DetectorFrames(num_frames=2, train=False, transform=make(pad_divisor=32))
+    sample = ds[0]
+    for key, value in sample.items():
+        assert tuple(value.shape) == (1, 128, 96), key
+        assert not value[..., 88:].any(), key  # padding is "no hit" everywhere
+    with pytest.raises(ValueError, match="pad_divisor"):
+        make(pad_divisor=0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import albumentations as A
+import cv2
 
 __all__ = ["train_transforms", "val_transforms"]
 
@@ -41,15 +42,39 @@ def _normalize_step(
     return [A.Normalize(mean=mean, std=std, max_pixel_value=1.0, p=1.0)]
 
 
+def _pad_step(pad_divisor: int | None) -> list[A.BasicTransform]:
+    """Zero-pad at the bottom/right to a multiple of ``pad_divisor`` (e.g. 32 for an encoder of
+    depth 5: 128 x 88 -> 128 x 96). Zero is "no hit", so padding adds only empty pixels, and the
+    padded pixels stay empty in every target."""
+    if pad_divisor is None:
+        return []
+    if isinstance(pad_divisor, bool) or not isinstance(pad_divisor, int) or pad_divisor < 1:
+        raise ValueError(f"pad_divisor must be a positive int, got {pad_divisor!r}")
+    return [
+        A.PadIfNeeded(
+            min_height=None,
+            min_width=None,
+            pad_height_divisor=pad_divisor,
+            pad_width_divisor=pad_divisor,
+            position="top_left",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=0,
+        )
+    ]
+
+
 def train_transforms(
     hflip: float = 0.5,
     vflip: float = 0.0,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     channels: int = 1,
+    pad_divisor: int | None = None,
 ) -> A.Compose:
-    """Random left-right flip (probability ``hflip``), optional up-down flip (``vflip``), then
-    optional input standardisation ``(x - mean) / std`` (last)."""
+    """Random left-right flip (probability ``hflip``), optional up-down flip (``vflip``),
+    optional zero padding to a multiple of ``pad_divisor``, then optional input standardisation
+    ``(x - mean) / std`` (last)."""
     for name, p in (("hflip", hflip), ("vflip", vflip)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
@@ -58,13 +83,14 @@ def train_transforms(
         steps.append(A.HorizontalFlip(p=hflip))
     if vflip > 0:
         steps.append(A.VerticalFlip(p=vflip))
-    return A.Compose(steps + _normalize_step(mean, std, channels))
+    return A.Compose(steps + _pad_step(pad_divisor) + _normalize_step(mean, std, channels))
 
 
 def val_transforms(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     channels: int = 1,
+    pad_divisor: int | None = None,
 ) -> A.Compose:
-    """Deterministic: the optional input standardisation only."""
-    return A.Compose(_normalize_step(mean, std, channels))
+    """Deterministic: the optional zero padding and input standardisation only."""
+    return A.Compose(_pad_step(pad_divisor) + _normalize_step(mean, std, channels))
