@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,6 +11,7 @@ from torch import nn
 
 from smp_imbalance.registry import create_loss
 from smp_imbalance.training.optim import TimmOptimMixin
+from smp_imbalance.training.plots import figure_path, save_dense_panel
 
 TASKS = ("regression", "binary", "multiclass", "multilabel")
 ACTIVATIONS = ("sigmoid", "identity", "gate")
@@ -261,14 +261,8 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
 
     # -- figures --------------------------------------------------------------------------------
     def _maybe_plot(self) -> None:
-        every = self.hparams.plot_every_n_epochs
-        # trainer.log_dir is a collective under DDP (a broadcast): every rank must ask for it.
-        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
-        if not every or self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        if self.current_epoch % every or not hasattr(self, "_first_val_batch"):
-            return
-        out = Path(log_dir) / "figures" / f"val_epoch{self.current_epoch:03d}.png"
-        from smp_imbalance.training.plots import save_dense_panel
-
-        save_dense_panel(self._first_val_batch, self._first_val_pred, out, task=self.hparams.task)
+        out = figure_path(self, "val", self.hparams.plot_every_n_epochs)
+        if out is not None and hasattr(self, "_first_val_batch"):
+            save_dense_panel(
+                self._first_val_batch, self._first_val_pred, out, task=self.hparams.task
+            )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -13,6 +12,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from smp_imbalance.training.dense import build_loss
 from smp_imbalance.training.optim import TimmOptimMixin
+from smp_imbalance.training.plots import figure_path, save_f1_bars
 
 
 class _Collect(Metric):
@@ -185,14 +185,6 @@ class MultiLabelTask(TimmOptimMixin, L.LightningModule):
         return {"id": batch.get("id"), "probs": probs, "labels": probs > self.thresholds}
 
     def _maybe_plot(self, per_class: torch.Tensor) -> None:
-        every = self.hparams.plot_every_n_epochs
-        # trainer.log_dir is a collective under DDP (a broadcast): every rank must ask for it.
-        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
-        if not every or self.trainer.sanity_checking or not self.trainer.is_global_zero:
-            return
-        if self.current_epoch % every:
-            return
-        from smp_imbalance.training.plots import save_f1_bars
-
-        out = Path(log_dir) / "figures" / f"f1_epoch{self.current_epoch:03d}.png"
-        save_f1_bars(per_class.cpu(), self.class_names, out)
+        out = figure_path(self, "f1", self.hparams.plot_every_n_epochs)
+        if out is not None:
+            save_f1_bars(per_class.cpu(), self.class_names, out)

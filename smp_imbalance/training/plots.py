@@ -1,11 +1,28 @@
-"""Figures written to the run folder: image panels of validation samples."""
+"""Figures written to the run folder: image panels of validation samples, per-label F1 bars."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+
+def figure_path(module: Any, stem: str, every: int) -> Path | None:
+    """``<run>/figures/<stem>_epochNNN.png`` when ``module`` should draw this validation (rank 0,
+    not sanity checking, every ``every`` epochs; 0 = never), else ``None``.
+
+    Call it on every rank: ``trainer.log_dir`` is a collective (a broadcast) under DDP, and
+    asking for it on rank 0 alone deadlocks.
+    """
+    trainer = module.trainer
+    log_dir = trainer.log_dir or trainer.default_root_dir
+    if not every or trainer.sanity_checking or not trainer.is_global_zero:
+        return None
+    if module.current_epoch % every:
+        return None
+    return Path(log_dir) / "figures" / f"{stem}_epoch{module.current_epoch:03d}.png"
 
 
 def _display(x: torch.Tensor) -> np.ndarray:
