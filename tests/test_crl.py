@@ -222,6 +222,64 @@ def test_fast_relative_path_equals_generic(seed, k, n, rho, mode):
     )
 
 
+@given(
+    seed=st.integers(0, 10_000),
+    k=st.integers(1, 30),
+    n=st.integers(1, 40),
+    c=st.integers(1, 6),
+    rho=st.sampled_from([0.2, 0.5, 0.8, 1.0]),
+    margin=st.sampled_from([0.0, 0.3, 1.0]),
+    soft=st.booleans(),
+)
+@settings(max_examples=80, deadline=None)
+def test_fused_multilabel_path_equals_generic(seed, k, n, c, rho, margin, soft):
+    """The default configuration's fused function (one sort, hand-written gradient) against the
+    generic group path it replaces: value and gradient, soft targets and label ties included."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=g, dtype=torch.float64, requires_grad=True)
+    if soft:
+        target = torch.rand(n, c, generator=g, dtype=torch.float64)
+    else:
+        target = (torch.rand(n, c, generator=g) < torch.rand(c, generator=g)).double()
+    fused = M.multilabel_class_relative(logits, target, k, rho, margin)
+    generic = M.class_relative_criterion(M.multilabel_groups(logits, target, rho), k, rho, margin)
+    torch.testing.assert_close(fused, generic)
+    torch.testing.assert_close(
+        torch.autograd.grad(fused, logits)[0], torch.autograd.grad(generic, logits)[0]
+    )
+
+
+def test_fused_multilabel_path_exact_tiny_case():
+    logits, target = tiny_case()  # members .9, .6; non-members .7, .2; k=1, margin .2 -> .3
+    logits.requires_grad_()
+    value = M.multilabel_class_relative(logits, target, 1, 0.5, 0.2)
+    torch.testing.assert_close(value, torch.tensor(0.3, dtype=torch.float64))
+    (grad,) = torch.autograd.grad(value, logits)
+    # two triplets, both (min .6, negative .7): d/ds = -1 for member 1, +1 for non-member 2
+    s = torch.tensor([0.9, 0.6, 0.7, 0.2], dtype=torch.float64)
+    expected = torch.tensor([0.0, -1.0, 1.0, 0.0], dtype=torch.float64) * s * (1 - s)
+    torch.testing.assert_close(grad[:, 0], expected)
+
+
+def test_default_crl_compiles_fullgraph():
+    """The default (fused) path inside a caller's torch.compile: no graph break, same value and
+    gradient (aot_eager: dynamo and AOT autograd without inductor's compile time)."""
+    loss = ClassRectificationLoss(alpha=0.5, k=5)
+    target = (torch.rand(16, 6) < 0.2).float()
+
+    def step(z: torch.Tensor) -> torch.Tensor:
+        return loss(z * 2.0, target)
+
+    logits = torch.randn(16, 6, requires_grad=True)
+    logits2 = logits.detach().clone().requires_grad_()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    expected, actual = step(logits), compiled(logits2)
+    torch.testing.assert_close(actual, expected)
+    expected.backward()
+    actual.backward()
+    torch.testing.assert_close(logits2.grad, logits.grad)
+
+
 # -- profiling ------------------------------------------------------------------------------------
 
 

@@ -351,6 +351,8 @@ class ClassRectificationLoss(nn.Module):
         features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The CRL term alone, on validated inputs in the compute dtype."""
+        if mode == "multilabel" and self.mining == "class" and self.criterion == "relative":
+            return M.multilabel_class_relative(logits, target, self.k, self.rho, self.margin)
         profile = M.multilabel_groups if mode == "multilabel" else M.multiclass_groups
         groups = profile(logits, target, self.rho)
         if self.mining == "class" and self.criterion == "relative":
