@@ -188,6 +188,46 @@ def test_nan_gaps_are_invalid_and_never_nan():
     np.testing.assert_allclose(sample["image"][0].numpy()[ok], raw[ok] * 1e-3, rtol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "nodata"),
+    [
+        ("uint8", 0),
+        ("int8", -128),
+        ("uint16", 65535),
+        ("int16", -9999),
+        ("int32", -(2**31)),  # not exact in float32: read natively, then converted
+        ("uint32", 2**32 - 1),
+        ("float32", -3.0e38),
+        ("float64", -9999.0),
+    ],
+)
+def test_every_band_dtype_reads_the_same_values_and_validity(tmp_path, dtype, nodata):
+    """Small integer and float32 bands are read straight into float32 by GDAL, wider ones
+    natively: both give DN * scale and the nodata validity exactly as numpy does."""
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else np.finfo(dtype)
+    lo, hi = max(float(info.min), -1e6), min(float(info.max), 1e6)
+    dn = rng.uniform(lo, hi, (2, 20, 24)).astype(dtype)
+    if np.dtype(dtype).kind in "iu":
+        dn[:, 0, :3] = [info.min, info.max, 0]  # the extremes survive the float32 read as numpy
+    dn[0, 5:9, 2:7] = nodata
+    dn[1, 11:, :4] = nodata
+    path = write_raster(tmp_path / f"{dtype}.tif", dn, nodata=nodata)
+    sources = {"a": (path, 1), "b": (path, 2)}
+    ds = MaskedBands(
+        [Scene(inputs=sources)],
+        ["a", "b"],
+        scale=1e-4,
+        valid_mask_mode="per_band",
+        require_valid_input=False,
+    )
+    sample = ds[0]
+    valid = dn != np.asarray(nodata, dtype)
+    np.testing.assert_array_equal(sample["valid_mask"].numpy(), valid)
+    expected = np.where(valid, dn.astype(np.float32) * np.float32(1e-4), 0.0).astype(np.float32)
+    np.testing.assert_array_equal(sample["image"].numpy(), expected)
+
+
 @pytest.mark.parametrize("by", ["index", "description"])
 def test_multiband_file_with_declared_nodata(tmp_path, by):
     if by == "index":

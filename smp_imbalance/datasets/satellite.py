@@ -166,8 +166,11 @@ class _ResolvedScene:
     grid: _Grid
     warped: set[str] = field(default_factory=set)  # paths read through a WarpedVRT
     targets_are_inputs: bool = False  # the same bands of the same files, in the same order
-    # (path, band index) -> (DN values meaning nodata, as the band's dtype; whether NaN does)
-    nodata_checks: dict[tuple[str, int], tuple[tuple[Any, ...], bool]] = field(default_factory=dict)
+    # (path, band index) -> (DN values meaning nodata, as the band's dtype; whether NaN does;
+    # whether the band reads exactly into float32)
+    nodata_checks: dict[tuple[str, int], tuple[tuple[Any, ...], bool, bool]] = field(
+        default_factory=dict
+    )
 
 
 def _open(path: str) -> rasterio.DatasetReader:
@@ -428,7 +431,7 @@ class MaskedBands(Dataset):
         name = scene.name or os.path.basename(inputs[0].path)
         mask = None if scene.mask is None else str(scene.mask)
         grids: dict[str, _Grid] = {}
-        checks: dict[tuple[str, int], tuple[tuple[Any, ...], bool]] = {}
+        checks: dict[tuple[str, int], tuple[tuple[Any, ...], bool, bool]] = {}
         for band in inputs + targets:
             with _open(band.path) as ds:
                 grids[band.path] = _Grid(ds.crs, ds.transform, ds.height, ds.width)
@@ -595,15 +598,31 @@ class MaskedBands(Dataset):
             by_path.setdefault(band.path, []).append(c)
         for path, channels in by_path.items():
             indexes = [bands[c].index for c in channels]
-            raw = self._reader(scene, path).read(indexes, window=window)  # (k, H, W) native dtype
+            reader = self._reader(scene, path)
+            first, stop = channels[0], channels[0] + len(channels)
+            if (
+                channels == list(range(first, stop))
+                and path not in scene.warped  # resampling must happen on the native values
+                and all(scene.nodata_checks[(path, i)][2] for i in indexes)
+            ):
+                # GDAL converts to float32 while reading: one pass less, exact for these dtypes
+                raw = reader.read(indexes, window=window, out=data[first:stop])
+                converted = True
+            else:
+                raw = reader.read(indexes, window=window)  # (k, H, W) native dtype
+                converted = False
             for k, c in enumerate(channels):
-                values, nan = scene.nodata_checks[(path, bands[c].index)]
-                valid[c] = True
-                for value in values:
-                    valid[c] &= raw[k] != value
-                data[c] = raw[k]
+                values, nan, _ = scene.nodata_checks[(path, bands[c].index)]
+                if values:
+                    np.not_equal(raw[k], values[0], out=valid[c])
+                    for value in values[1:]:
+                        valid[c] &= raw[k] != value
+                else:
+                    valid[c] = True
+                if not converted:
+                    data[c] = raw[k]
                 if nan:  # NaN / inf: invalid, and zeroed so that the arithmetic fill works
-                    finite = np.isfinite(raw[k])
+                    finite = np.isfinite(data[c])
                     valid[c] &= finite
                     np.copyto(data[c], 0.0, where=~finite)
         return data, valid
@@ -707,9 +726,10 @@ class MaskedBands(Dataset):
 
 def _nodata_checks(
     dtype: np.dtype, declared: float | None, user: float | None
-) -> tuple[tuple[Any, ...], bool]:
-    """The DN values to treat as nodata for a band of ``dtype`` (those it can hold), and
-    whether NaN is nodata (always, for float bands)."""
+) -> tuple[tuple[Any, ...], bool, bool]:
+    """The DN values to treat as nodata for a band of ``dtype`` (those it can hold), whether NaN
+    is nodata (always, for float bands), and whether float32 holds every value of ``dtype``
+    exactly (so the band may be read straight into float32)."""
     values = []
     for value in (declared, user):
         if value is None or math.isnan(value):
@@ -718,7 +738,8 @@ def _nodata_checks(
             values.append(dtype.type(value))
         elif float(value).is_integer() and np.iinfo(dtype).min <= value <= np.iinfo(dtype).max:
             values.append(dtype.type(int(value)))
-    return tuple(dict.fromkeys(values)), dtype.kind == "f"
+    exact = dtype in (np.uint8, np.int8, np.uint16, np.int16, np.float32)
+    return tuple(dict.fromkeys(values)), dtype.kind == "f", exact
 
 
 def _normalise(x: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None) -> None:
