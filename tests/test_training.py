@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -340,3 +341,138 @@ def test_sentinel2_crossband_recipe_on_real_samples(
     for key in ("val/psnr_B08", "val/rmse_B08", "val/ssim_B08", "val/loss"):
         assert torch.isfinite(metrics[key]), key
     assert list((Path(trainer.log_dir) / "figures").glob("val_epoch000.png"))
+
+
+# -- shared by test_training_resume.py and test_training_ddp.py ------------------------------------
+#
+# The subprocess runs below load the callbacks by class path ("test_training.KillAtStep"): they
+# run with the tests folder on PYTHONPATH, one thread each, so that every run computes alike.
+
+SUBPROCESS_ENV = {
+    **os.environ,
+    "SMP_IMBALANCE_COMPILE": "0",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join(
+        p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p
+    ),
+}
+CLI = Path(sys.executable).parent / "smp-imbalance"
+RARE = (8, 27)  # the rare labels of fake_hpa()
+
+
+def fake_hpa(root: Path, n: int = 24, size: int = 32, seed: int = 0) -> tuple[Path, Path]:
+    """A small HPA-layout dataset (random 8-bit planes): ``n`` Ids with label 0 or 25, and the
+    "rare" labels 8 and 27 on every fourth Id each. Returns (images folder, csv file)."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = root / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        labels = {0 if i % 2 else 25} | {1: {8}, 2: {27}}.get(i % 4, set())
+        for colour in ("red", "green", "blue", "yellow"):
+            plane = rng.integers(0, 256, (size, size), dtype=np.uint8)
+            cv2.imwrite(str(images / f"id{i:02d}_{colour}.png"), plane)
+        rows.append(f"id{i:02d},{' '.join(str(c) for c in sorted(labels))}")
+    csv_file = root / "train.csv"
+    csv_file.write_text("Id,Target\n" + "\n".join(rows) + "\n")
+    return images, csv_file
+
+
+def fake_hpa_args(images: Path, csv_file: Path) -> list[str]:
+    """The HPA recipe on :func:`fake_hpa` data: fold 0 of 3 (16 train / 8 val Ids), the minority
+    sampler covering one rare label per batch of 4, a tiny timm model."""
+    return [
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+        "--model.init_args.model_name=resnet10t",
+        "--model.init_args.plot_every_n_epochs=0",
+        f"--data.init_args.common_kwargs.root={images}",
+        f"--data.init_args.common_kwargs.csv_file={csv_file}",
+        "--data.init_args.folds=3",
+        "--data.init_args.batch_size=4",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.transform_kwargs.size=32",
+        '--data.init_args.sampler_kwargs={"rare": [8, 27], "labels_per_batch": 1}',
+    ]
+
+
+def callbacks_arg(*callbacks: tuple[str, dict]) -> str:
+    """``--trainer.callbacks=[...]`` replacing the recipe's list by ``(class_path, init_args)``s."""
+    import json
+
+    listed = [{"class_path": path, "init_args": args} for path, args in callbacks]
+    return f"--trainer.callbacks={json.dumps(listed)}"
+
+
+def run_cli_process(args: list[str], cwd: Path, timeout: float = 300) -> str:
+    """``smp-imbalance *args`` in ``cwd``; its stdout (the stderr too when it fails)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        [str(CLI), *args], cwd=cwd, env=SUBPROCESS_ENV, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    return done.stdout
+
+
+def logged_rows(run: Path) -> list[dict[str, str]]:
+    """The rows of ``<run>/metrics.csv`` (CSVLogger)."""
+    with (run / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+class KillAtStep(L.Callback):
+    """SIGKILLs its own process when the training batch at global step ``step`` starts: no
+    checkpoint, no cleanup, like a node lost mid-epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.step:
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class RecordBatches(L.Callback):
+    """Writes what each rank trained and validated on to ``<out>/rank<r>.json``: per training
+    batch the sample Ids (``id`` key) or a fingerprint of each image (its sum, invariant under
+    flips and rotations), and the same for the samples of the last validation."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.train: list[list[Any]] = []
+        self.val: list[Any] = []
+
+    @staticmethod
+    def _keys(batch: dict[str, Any]) -> list[Any]:
+        if "id" in batch:
+            return list(batch["id"])
+        return [round(float(x.double().sum()), 3) for x in batch["image"]]
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.train.append(self._keys(batch))
+
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if not trainer.sanity_checking:
+            self.val.extend(self._keys(batch))
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.val = []  # the last validation only
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import json
+
+        path = Path(self.out) / f"rank{trainer.global_rank}.json"
+        path.write_text(json.dumps({"train": self.train, "val": self.val}))

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from smp_imbalance.registry import create_dataset, is_dataset, list_datasets
+from smp_imbalance.training.resume import (
+    DrawBatches,
+    ResumableDataLoader,
+    SeededDraws,
+    ShuffleShardSampler,
+    world,
+)
 
 _DEFAULT_RECIPES = {
     "detector_frames": "smp_imbalance.datasets.transforms.detector",
@@ -43,10 +51,21 @@ class RegistryDataModule(L.LightningDataModule):
         sampler: for multi-label data, ``"minority"`` uses
             :class:`~smp_imbalance.datasets.sampling.MinorityAwareBatchSampler` (it shards by
             itself under DDP: set ``trainer.use_distributed_sampler: false``).
-        sampler_kwargs: its keywords.
+        sampler_kwargs: its keywords (``seed`` defaults to ``seed`` below).
+        seed: seed of the training data: the shuffling, the minority sampler's plans and every
+            sample's on-the-fly randomness (degradations, augmentations) are pure functions of
+            ``(seed, epoch, rank, position in the epoch)``, so a run resumed mid-epoch from a
+            checkpoint continues with the same batches (see :mod:`.resume`). ``None``: the run's
+            ``seed_everything`` seed (``PL_GLOBAL_SEED``), else 0.
         folds, fold, fold_seed: with ``folds`` set, train and val are fold ``fold`` of a
             multi-label stratified K-fold split of the *train* split's samples (the dataset's
             ``labels`` matrix); ``val_kwargs`` then only override keywords of the val copy.
+
+    Under DDP the data module shards every split itself, whatever ``trainer.use_distributed_sampler``
+    says: training with :class:`~.resume.ShuffleShardSampler` (a ``DistributedSampler``) or the
+    minority sampler, validation and test with ``DistributedSampler(shuffle=False)`` (as Lightning
+    would: when the split's size is not a multiple of the world size, a few samples are counted
+    twice; validate on one device for exact numbers).
     """
 
     def __init__(
@@ -65,6 +84,7 @@ class RegistryDataModule(L.LightningDataModule):
         folds: int | None = None,
         fold: int = 0,
         fold_seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if not is_dataset(dataset):
@@ -95,8 +115,11 @@ class RegistryDataModule(L.LightningDataModule):
         self.sampler = sampler
         self.sampler_kwargs = sampler_kwargs or {}
         self.folds, self.fold, self.fold_seed = folds, fold, fold_seed
+        self.seed = seed
         self.datasets: dict[str, Dataset] = {}
         self.train_labels: Any = None  # (N, C) multi-hot of the train split, for the sampler
+        self._train_loader_obj: ResumableDataLoader | None = None
+        self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, not yet used
 
     def _create(self, split: str, kwargs: dict[str, Any]) -> Dataset:
         kwargs = {**self.common_kwargs, **kwargs}
@@ -151,14 +174,26 @@ class RegistryDataModule(L.LightningDataModule):
         ds = self.datasets.get("train") or self.build("val")
         return int(ds[0]["image"].shape[0])
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        ds = self.build(split)
-        common = {
+    def data_seed(self) -> int:
+        """``seed``, or the run's seed (``PL_GLOBAL_SEED``, set by ``seed_everything``), or 0."""
+        if self.seed is not None:
+            return int(self.seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _common_loader_kwargs(self) -> dict[str, Any]:
+        return {
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
             "pin_memory": torch.cuda.is_available(),
         }
-        if split == "train" and self.sampler == "minority":
+
+    def _train_loader(self) -> ResumableDataLoader:
+        seed = self.data_seed()
+        ds = SeededDraws(self.build("train"), seed)
+        # the workers' base seed comes from this generator instead of the global RNG, so that
+        # starting an epoch draws nothing from the global stream (see RNGStateCheckpoint)
+        common = {**self._common_loader_kwargs(), "generator": torch.Generator().manual_seed(seed)}
+        if self.sampler == "minority":
             from smp_imbalance.datasets.sampling import MinorityAwareBatchSampler
 
             if self.train_labels is None:
@@ -167,21 +202,61 @@ class RegistryDataModule(L.LightningDataModule):
                     f"{self.dataset_name!r} has none"
                 )
             batch_sampler = MinorityAwareBatchSampler(
-                self.train_labels, self.batch_size, **self.sampler_kwargs
+                self.train_labels, self.batch_size, **{"seed": seed, **self.sampler_kwargs}
             )
-            return DataLoader(ds, batch_sampler=batch_sampler, **common)
+            loader = ResumableDataLoader(ds, batch_sampler=DrawBatches(batch_sampler), **common)
+        else:
+            loader = ResumableDataLoader(
+                ds,
+                batch_size=self.batch_size,
+                sampler=ShuffleShardSampler(ds, seed=seed),
+                drop_last=True,
+                **common,
+            )
+        if self._train_loader_state is not None:
+            loader.load_state_dict(self._train_loader_state)
+            self._train_loader_state = None
+        self._train_loader_obj = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """The train loader's position (also saved by Lightning, which may drop it on load: see
+        :class:`~.resume.ResumableDataLoader`)."""
+        if self._train_loader_obj is None:
+            return {}
+        return {"train_loader": self._train_loader_obj.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Give the saved position to the train loader (the current one and the next built)."""
+        state = state_dict.get("train_loader")
+        if state is None:
+            return
+        if self._train_loader_obj is not None:
+            self._train_loader_obj.load_state_dict(state)
+        else:
+            self._train_loader_state = dict(state)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        ds = self.build(split)
+        size, rank = world()
+        sampler = None
+        if size > 1:
+            sampler = DistributedSampler(ds, num_replicas=size, rank=rank, shuffle=False)
         return DataLoader(
-            ds, batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle, **common
+            ds, batch_size=self.batch_size, sampler=sampler, **self._common_loader_kwargs()
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._train_loader()
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        # Lightning shards prediction itself, without repeating samples
+        return DataLoader(
+            self.build("test"), batch_size=self.batch_size, **self._common_loader_kwargs()
+        )

@@ -12,6 +12,7 @@ from torch import nn
 from smp_imbalance.registry import create_loss
 from smp_imbalance.training.optim import TimmOptimMixin
 from smp_imbalance.training.plots import figure_path, save_dense_panel
+from smp_imbalance.training.resume import RNGStateCheckpoint
 
 TASKS = ("regression", "binary", "multiclass", "multilabel")
 ACTIVATIONS = ("sigmoid", "identity", "gate")
@@ -206,6 +207,10 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
                 f"model.classes={self.hparams.classes} but the dataset's target has "
                 f"{channels_out} channels"
             )
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The global RNG states travel with the checkpoints (an exact resume, see :mod:`.resume`)."""
+        return [RNGStateCheckpoint()]
 
     # -- steps ----------------------------------------------------------------------------------
     def _loss(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -13,6 +13,7 @@ from torchmetrics.utilities import dim_zero_cat
 from smp_imbalance.training.dense import build_loss
 from smp_imbalance.training.optim import TimmOptimMixin
 from smp_imbalance.training.plots import figure_path, save_f1_bars
+from smp_imbalance.training.resume import RNGStateCheckpoint
 
 
 class _Collect(Metric):
@@ -126,6 +127,10 @@ class MultiLabelTask(TimmOptimMixin, L.LightningModule):
                 f"model.num_classes={self.hparams.num_classes} but targets have "
                 f"{int(sample['target'].shape[-1])} labels"
             )
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The global RNG states travel with the checkpoints (an exact resume, see :mod:`.resume`)."""
+        return [RNGStateCheckpoint()]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         if self.wants_features:
