@@ -151,7 +151,11 @@ class MinorityAwareBatchSampler(Sampler[list[int]]):
 
     Use as ``DataLoader(dataset, batch_sampler=sampler)`` and call ``sampler.set_epoch(e)`` at
     the start of each epoch. With Lightning, pass ``use_distributed_sampler=False`` to the
-    Trainer so it does not replace the sampler.
+    Trainer so it does not replace the sampler, and note that Lightning calls ``set_epoch`` on
+    ``loader.sampler`` and ``loader.batch_sampler.sampler``, never on ``loader.batch_sampler``:
+    :class:`smp_imbalance.training.RegistryDataModule` wraps this sampler so that the call
+    reaches it (and resumes mid-epoch); elsewhere, call ``set_epoch`` yourself (e.g. in
+    ``on_train_epoch_start``) or every epoch repeats epoch 0's plan.
     """
 
     def __init__(
