@@ -18,11 +18,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _report  # noqa: E402
 from _timing import machine_line  # noqa: E402
-from speed_losses import write_section  # noqa: E402
 
 PARTS = ("speed_detector", "speed_satellite", "speed_protein")
-MARKERS = ("<!-- speed_datasets:begin -->", "<!-- speed_datasets:end -->")
 
 
 def run(quick: bool = False) -> str:
@@ -44,7 +43,7 @@ def main() -> None:
     markdown = run(quick=args.quick)
     print(markdown)
     if args.write:
-        write_section(markdown, markers=MARKERS)
+        _report.write_section("speed_datasets", markdown)
 
 
 if __name__ == "__main__":

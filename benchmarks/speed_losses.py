@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import re
 import sys
 import time
 from pathlib import Path
@@ -22,10 +21,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _report  # noqa: E402
 from _timing import machine_line  # noqa: E402
 
 PARTS = ("speed_acb_mse", "speed_valid_pixel", "speed_crl")
-BEGIN, END = "<!-- speed_losses:begin -->", "<!-- speed_losses:end -->"
 
 
 def run(quick: bool = False) -> str:
@@ -41,21 +40,6 @@ def run(quick: bool = False) -> str:
     return "\n\n".join(sections)
 
 
-def write_section(
-    markdown: str,
-    path: Path = HERE.parent / "BENCHMARKS.md",
-    markers: tuple[str, str] = (BEGIN, END),
-) -> None:
-    """Replace the text between ``markers`` in BENCHMARKS.md with ``markdown``."""
-    begin, end = markers
-    text = path.read_text()
-    block = f"{begin}\n{markdown}\n{end}"
-    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if not pattern.search(text):
-        raise ValueError(f"{path} has no {begin} ... {end} block")
-    path.write_text(pattern.sub(lambda _: block, text))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats; a smoke test")
@@ -64,7 +48,7 @@ def main() -> None:
     markdown = run(quick=args.quick)
     print(markdown)
     if args.write:
-        write_section(markdown)
+        _report.write_section("speed_losses", markdown)
 
 
 if __name__ == "__main__":
