@@ -77,7 +77,7 @@ HEADS: tuple[str, ...] = ("gate", "mask", "frame")
 GATE_THRESHOLD = 0.5  # DenseTask's default gate_threshold; also the mask head's probability cut
 COLLAPSE_FRACTION = 0.5  # collapsed: fewer kept hits per frame than this x the signal hits
 ANCHOR = {"signal_retention": 0.97, "noise_removal": 0.91}  # DeepClean3D, as the seed reports
-MAIN_JOB_ZERO_WEIGHTING = 30.0  # configs/detector_denoise.yaml
+RETENTION_ZERO_WEIGHTING = 30.0  # the main job's first weighting: high retention, less removal
 BALANCED = "balanced"  # placeholder for the zero weighting derived from the training frames
 
 # the main job's model (configs/detector_denoise.yaml)
@@ -119,10 +119,10 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("l1", "gate", "l1"),
     Contender("acb_mse 1:1", "gate", "acb_mse", {"fused": False}),
     Contender(
-        "acb_mse 30:1 (main job)",
+        "acb_mse 30:1",
         "gate",
         "acb_mse",
-        {"zero_weighting": MAIN_JOB_ZERO_WEIGHTING, "fused": False},
+        {"zero_weighting": RETENTION_ZERO_WEIGHTING, "fused": False},
     ),
     Contender("acb_mse balanced", "gate", "acb_mse", {"zero_weighting": BALANCED, "fused": False}),
     Contender("smp.focal", "mask", "smp.focal"),
