@@ -139,19 +139,6 @@ def test_sparse_hits_round_trip() -> None:
     np.testing.assert_array_equal(qd.dense_frame(hits, (3, 4)), frame.numpy())
 
 
-def test_write_section_appends_then_replaces(tmp_path) -> None:
-    path = tmp_path / "BENCHMARKS.md"
-    path.write_text("# Benchmarks\n\nother text\n")
-    qd.write_section("first", path)
-    text = path.read_text()
-    assert text == (
-        f"# Benchmarks\n\nother text\n\n{qd.SECTION_TITLE}\n\n{qd.BEGIN}\nfirst\n{qd.END}\n"
-    )
-    path.write_text(text + "\ntail\n")
-    qd.write_section("second", path)
-    assert path.read_text() == text.replace("first", "second") + "\ntail\n"
-
-
 @pytest.mark.slow
 def test_quick_run_writes_json_table_and_figure(tmp_path) -> None:
     def own_outputs() -> tuple[str, int | None]:

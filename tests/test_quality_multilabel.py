@@ -150,19 +150,6 @@ def test_batch_streams_are_deterministic_and_cover_the_rare_label() -> None:
         next(qm.batch_stream("weighted", labels, 8, seed=0))
 
 
-def test_write_section_appends_then_replaces(tmp_path) -> None:
-    path = tmp_path / "BENCHMARKS.md"
-    path.write_text("# Benchmarks\n\nother text\n")
-    qm.write_section("first", path)
-    text = path.read_text()
-    assert text == (
-        f"# Benchmarks\n\nother text\n\n{qm.SECTION_TITLE}\n\n{qm.BEGIN}\nfirst\n{qm.END}\n"
-    )
-    path.write_text(text + "\n## Another helper's section\n")
-    qm.write_section("second", path)
-    assert path.read_text() == text.replace("first", "second") + "\n## Another helper's section\n"
-
-
 def test_recipe_command_only_overrides_the_recipe() -> None:
     command = qm.recipe_command(qm.QUICK, rare_threshold=None)
     assert command[:4] == ["smp-imbalance", "fit", "--config", "configs/hpa_multilabel.yaml"]

@@ -242,20 +242,6 @@ def test_findings_skip_the_twin_objective_as_runner_up() -> None:
     assert "the gap 0.2000 is more than" in line
 
 
-def test_write_section_appends_then_replaces(tmp_path) -> None:
-    path = tmp_path / "BENCHMARKS.md"
-    other = "<!-- other:begin -->\nkeep me\n<!-- other:end -->\n"
-    path.write_text("# Benchmarks\n\n" + other)
-    qs.write_section("first", path)
-    text = path.read_text()
-    assert other in text
-    assert text.endswith(f"{qs.SECTION_TITLE}\n\n{qs.BEGIN}\nfirst\n{qs.END}\n")
-    qs.write_section("second", path)
-    text = path.read_text()
-    assert "first" not in text and f"{qs.BEGIN}\nsecond\n{qs.END}" in text
-    assert text.count(qs.SECTION_TITLE) == 1 and other in text
-
-
 # -- smoke run -----------------------------------------------------------------------------------
 
 
