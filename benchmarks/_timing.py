@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Timing", "machine_line", "markdown_table", "time_interleaved"]
+__all__ = [
+    "Timing",
+    "device_sync",
+    "host_syncs",
+    "machine_line",
+    "markdown_table",
+    "time_interleaved",
+]
 
 
 @dataclass
@@ -30,28 +37,36 @@ def time_interleaved(
     repeats: int = 30,
     warmup: int = 3,
     min_time_s: float = 0.0,
+    sync: Callable[[], None] | None = None,
 ) -> list[Timing]:
     """Median wall time of each contender over ``repeats`` interleaved rounds.
 
     ``min_time_s`` > 0 runs each contender several times per round when one call is very short,
-    and divides, so that timer resolution does not dominate.
+    and divides, so that timer resolution does not dominate. ``sync`` (e.g.
+    ``torch.cuda.synchronize``) is called before each timer starts and before it stops, so that
+    asynchronous device work is counted where it was queued.
     """
+    wait = sync or (lambda: None)
     inner = {label: 1 for label, _ in contenders}
     for label, fn in contenders:
         for _ in range(warmup):
             fn()
         if min_time_s > 0:
+            wait()
             start = time.perf_counter()
             fn()
+            wait()
             one = max(time.perf_counter() - start, 1e-7)
             inner[label] = max(1, int(min_time_s / one))
     samples: dict[str, list[float]] = {label: [] for label, _ in contenders}
     for _ in range(repeats):
         for label, fn in contenders:
             n = inner[label]
+            wait()
             start = time.perf_counter()
             for _ in range(n):
                 fn()
+            wait()
             samples[label].append((time.perf_counter() - start) / n)
     out = []
     for label, _ in contenders:
@@ -76,9 +91,35 @@ def markdown_table(title: str, timings: Sequence[Timing], baseline: str) -> str:
     return "\n".join(lines)
 
 
-def machine_line() -> str:
+def machine_line(device: str = "cpu") -> str:
     """One line naming the machine and the torch build, for the results' header."""
-    return (
+    cpu = (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
+    if torch.device(device).type != "cuda":
+        return cpu
+    return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), host {cpu}"
+
+
+def device_sync(device: str | torch.device) -> Callable[[], None] | None:
+    """``torch.cuda.synchronize`` for a CUDA device (for :func:`time_interleaved`), else None."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.synchronize
+    return None
+
+
+def host_syncs(fn: Callable[[], object]) -> str:
+    """Run ``fn`` once under ``torch.cuda.set_sync_debug_mode("error")``: ``"none"`` when no
+    operation synchronised the host with the device, else the first error, abridged."""
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+    except RuntimeError as err:
+        return "**" + str(err).splitlines()[0][:80] + "**"
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    torch.cuda.synchronize()
+    return "none"

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import machine_line, markdown_table, time_interleaved
+from _timing import device_sync, host_syncs, machine_line, markdown_table, time_interleaved
 
 from smp_imbalance import create_loss
 from smp_imbalance.losses._compile import (
@@ -79,31 +79,35 @@ def _first_call_s(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def run(quick: bool = False) -> str:
-    """Time the contenders at both shapes with 2 torch threads; return a markdown report."""
+def run(quick: bool = False, device: str = "cpu") -> str:
+    """Time the contenders at both shapes (2 torch threads on the CPU, or on a CUDA ``device``);
+    return a markdown report. On CUDA each of our contenders is also run once under
+    ``torch.cuda.set_sync_debug_mode("error")`` and the host syncs it caused are reported."""
     from acb_mse import ACBLoss
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
+    cuda = torch.device(device).type == "cuda"
     repeats = 7 if quick else 25
     peer = ACBLoss()
     ours = create_loss("acb_mse")
     ours_eager = create_loss("acb_mse", fused=False)
-    inductor_ad = None if quick else torch.compile(acb_mse, fullgraph=True)
+    inductor_ad = None if quick or cuda else torch.compile(acb_mse, fullgraph=True)
     sections = [
-        "### ACB-MSE forward + backward",
+        f"### ACB-MSE forward + backward{' (CUDA)' if cuda else ''}",
         "",
-        machine_line(),
+        machine_line(device),
         "",
         f"Targets with {HIT_FRACTION:.0%} hits; medians of {repeats} interleaved rounds.",
         "",
     ]
+    sync_lines = []
     if not compile_enabled():
         sections += [f"**{COMPILE_ENV}=0 is set: 'ours fused' ran eagerly.**", ""]
     compile_lines = []
     for shape in SHAPES:
-        target = torch.rand(shape) * (torch.rand(shape) < HIT_FRACTION)
-        pred = torch.rand(shape, requires_grad=True)
+        target = (torch.rand(shape) * (torch.rand(shape) < HIT_FRACTION)).to(device)
+        pred = torch.rand(shape, device=device, requires_grad=True)
         contenders = _contenders(pred, target, peer, ours, ours_eager, inductor_ad)
         with warnings.catch_warnings():
             warnings.simplefilter("error", FusedFallbackWarning)
@@ -111,8 +115,16 @@ def run(quick: bool = False) -> str:
                 if label in COMPILED:
                     compile_lines.append(f"| {label} | {shape} | {_first_call_s(fn):.1f} |")
         torch.testing.assert_close(ours(pred, target), peer(pred, target), rtol=1e-5, atol=0)
-        timings = time_interleaved(contenders, repeats=repeats, warmup=2, min_time_s=0.02)
+        timings = time_interleaved(
+            contenders, repeats=repeats, warmup=2, min_time_s=0.02, sync=device_sync(device)
+        )
         sections += [markdown_table(f"shape {shape}", timings, "F.mse_loss"), ""]
+        if cuda:
+            sync_lines += [
+                f"| {label} | {shape} | {host_syncs(fn)} |"
+                for label, fn in contenders
+                if label.startswith("ours")
+            ]
     sections += [
         "One-time cost of the first call (compilation; a later new shape recompiles once, "
         "then the kernel is shape-dynamic):",
@@ -121,13 +133,25 @@ def run(quick: bool = False) -> str:
         "|---|---|---:|",
         *compile_lines,
     ]
+    if sync_lines:
+        sections += [
+            "",
+            "Host-device syncs in one forward + backward, under `torch.cuda.set_sync_debug_mode"
+            '("error")`:',
+            "",
+            "| contender | shape | host syncs |",
+            "|---|---|---|",
+            *sync_lines,
+        ]
     return "\n".join(sections)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, no inductor-AD")
-    print(run(quick=parser.parse_args().quick))
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    args = parser.parse_args()
+    print(run(quick=args.quick, device=args.device))
 
 
 if __name__ == "__main__":

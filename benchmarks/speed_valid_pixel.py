@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import machine_line, markdown_table, time_interleaved
+from _timing import device_sync, host_syncs, machine_line, markdown_table, time_interleaved
 
 from smp_imbalance import create_loss
 
@@ -52,20 +52,22 @@ def loop_reference(
     return total_loss / total_weight if total_weight > 0 else total_loss
 
 
-def _inputs(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(shape: tuple[int, ...], device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     y_true = torch.rand(shape, generator=gen) + 0.01
     y_true[torch.rand(shape, generator=gen) < INVALID_FRACTION] = 0.0
-    y_pred = (y_true + 0.1 * torch.randn(shape, generator=gen)).requires_grad_(True)
-    return y_pred, y_true
+    y_pred = y_true + 0.1 * torch.randn(shape, generator=gen)
+    return y_pred.to(device).requires_grad_(True), y_true.to(device)
 
 
-def run(quick: bool = False) -> str:
-    """Time the contenders and return a markdown report."""
+def run(quick: bool = False, device: str = "cpu") -> str:
+    """Time the contenders (2 torch threads on the CPU, or on a CUDA ``device``) and return a
+    markdown report; on CUDA also the host syncs of one forward + backward of ours."""
     torch.set_num_threads(2)
+    cuda = torch.device(device).type == "cuda"
     shape = (8, 3, 128, 128) if quick else SHAPE
     repeats = 5 if quick else 15
-    y_pred, y_true = _inputs(shape)
+    y_pred, y_true = _inputs(shape, device)
 
     def step(loss_fn):
         def fn() -> None:
@@ -96,9 +98,15 @@ def run(quick: bool = False) -> str:
         ("sam_mse fused", step(sam_mse)),
         ("per-(sample, channel) loop", step(loop_reference)),
     ]
-    timings = time_interleaved(contenders, repeats=repeats, warmup=2)
+    timings = time_interleaved(
+        contenders,
+        repeats=repeats,
+        warmup=2,
+        min_time_s=0.02 if cuda else 0.0,
+        sync=device_sync(device),
+    )
     table = markdown_table(
-        f"valid_pixel forward + backward, {tuple(shape)} float32, {INVALID_FRACTION:.0%} invalid",
+        f"valid_pixel forward + backward{' (CUDA)' if cuda else ''}, {tuple(shape)} float32, {INVALID_FRACTION:.0%} invalid",
         timings,
         baseline="F.mse_loss",
     )
@@ -112,16 +120,30 @@ def run(quick: bool = False) -> str:
         + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items())
         + " (less when inductor's on-disk cache already holds the kernels).",
         "",
-        f"Machine: {machine_line()}. {math.prod(shape):,} elements per tensor; "
+        f"Machine: {machine_line(device)}. {math.prod(shape):,} elements per tensor; "
         f"{repeats} interleaved repeats, medians.",
     ]
+    if cuda:
+        lines += [
+            "",
+            'Host-device syncs in one forward + backward (`torch.cuda.set_sync_debug_mode("error")`)'
+            ": "
+            + "; ".join(
+                f"{label}: {host_syncs(fn)}"
+                for label, fn in contenders
+                if label.startswith(("valid_pixel", "sam_mse"))
+            )
+            + ".",
+        ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small tensors, few repeats")
-    print(run(quick=parser.parse_args().quick))
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    args = parser.parse_args()
+    print(run(quick=args.quick, device=args.device))
 
 
 if __name__ == "__main__":

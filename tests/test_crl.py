@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from torch import nn
 
 from smp_imbalance import create_loss
 from smp_imbalance.losses import ClassRectificationLoss
+from smp_imbalance.losses._compile import FusedFallbackWarning
 from smp_imbalance.losses.class_rectification import imbalance_measure
 from smp_imbalance.losses.functional import mining as M
 
@@ -278,6 +280,30 @@ def test_default_crl_compiles_fullgraph():
     expected.backward()
     actual.backward()
     torch.testing.assert_close(logits2.grad, logits.grad)
+
+
+@pytest.mark.slow
+def test_compiled_default_matches_eager(fused):
+    """The default module compiles the fused function (inductor) and gives the eager path's value
+    and gradient, also after the batch size changes (one recompile, then shape-dynamic)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FusedFallbackWarning)
+        for n in (32, 24, 20):
+            g = torch.Generator().manual_seed(n)
+            target = (torch.rand(n, 7, generator=g) < torch.rand(7, generator=g) * 0.6).float()
+            logits = torch.randn(n, 7, generator=g, requires_grad=True)
+            logits_eager = logits.detach().clone().requires_grad_()
+            compiled = ClassRectificationLoss(alpha=0.5, k=5)(logits, target)
+            eager = ClassRectificationLoss(alpha=0.5, k=5, fused=False)(logits_eager, target)
+            torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-7)
+            compiled.backward()
+            eager.backward()
+            torch.testing.assert_close(logits.grad, logits_eager.grad, rtol=1e-5, atol=1e-7)
+    assert 0 < counters["stats"]["unique_graphs"] <= 2  # compiled; at most one recompile
 
 
 # -- profiling ------------------------------------------------------------------------------------

@@ -127,6 +127,11 @@ class ClassRectificationLoss(nn.Module):
             classifier's input -- the pooled pre-logits features, what
             ``forward_head(x, pre_logits=True)`` returns -- and the next ``forward`` called
             without ``features`` uses (and clears) it. Only with ``mining="instance"``.
+        fused: for the default configuration (multi-label, class-level, relative), compute the
+            CRL term as one ``torch.compile``'d graph (a one-time compile of seconds, one more
+            when the batch size first changes; an eager fallback with one warning where
+            compilation is unavailable; eager inside a caller's own ``torch.compile``).
+            ``False``, or ``SMP_IMBALANCE_COMPILE=0``, runs the same maths eagerly.
 
     Shapes:
         logits ``(N, C)``; target ``(N, C)`` or ``(N,)``; features ``(N, D)`` (instance-level
@@ -151,6 +156,7 @@ class ClassRectificationLoss(nn.Module):
         base: str | nn.Module | Callable[..., torch.Tensor] | None = None,
         sync_dist: bool = False,
         features_from: nn.Module | None = None,
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if mode is not None:
@@ -197,6 +203,7 @@ class ClassRectificationLoss(nn.Module):
         self.rho = float(rho)
         self.bins = bins
         self.sync_dist = sync_dist
+        self.fused = bool(fused)
         self.base = self._build_base(base)
         self._captured: torch.Tensor | None = None
         self._hook = None
@@ -244,7 +251,8 @@ class ClassRectificationLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"mode={self.mode!r}, alpha={self.alpha:.4g}, criterion={self.criterion!r}, "
-            f"mining={self.mining!r}, k={self.k}, rho={self.rho}, margin={self.margin}"
+            f"mining={self.mining!r}, k={self.k}, rho={self.rho}, margin={self.margin}, "
+            f"fused={self.fused}"
         )
 
     # -- forward --------------------------------------------------------------------------------
@@ -352,7 +360,9 @@ class ClassRectificationLoss(nn.Module):
     ) -> torch.Tensor:
         """The CRL term alone, on validated inputs in the compute dtype."""
         if mode == "multilabel" and self.mining == "class" and self.criterion == "relative":
-            return M.multilabel_class_relative(logits, target, self.k, self.rho, self.margin)
+            return M.multilabel_class_relative(
+                logits, target, self.k, self.rho, self.margin, compile=self.fused
+            )
         profile = M.multilabel_groups if mode == "multilabel" else M.multiclass_groups
         groups = profile(logits, target, self.rho)
         if self.mining == "class" and self.criterion == "relative":
