@@ -193,7 +193,7 @@ def test_loss_matches_reference(criterion, mode, mining, n, c, k, seed):
     logits, target, features = random_batch(n, c, mode, seed)
     loss = ClassRectificationLoss(alpha=1.0, criterion=criterion, mining=mining, k=k, bins=7)
     got = loss(logits, target, features if mining == "instance" else None)
-    if mining == "instance" and criterion == "distribution":
+    if mining == "instance":  # normalize_features=True, the default
         features = F.normalize(features, dim=1)
     mined = ref_mine(logits, target, mode, k, 0.5, mining, features)
     lo, hi = (-1.0, 1.0) if mining == "class" else (0.0, 2.0)
@@ -722,11 +722,18 @@ def test_batch_permutation_leaves_the_loss_unchanged(seed, mode, mining, criteri
 @given(seed=st.integers(0, 10_000), scale=st.floats(0.1, 10.0))
 @settings(max_examples=20, deadline=None)
 def test_instance_relative_is_homogeneous_in_features_and_margin(seed, scale):
+    """Raw features (normalize_features=False): scaling features and margin scales the loss;
+    normalised (the default): scaling the features changes nothing."""
     logits, target, features = random_batch(10, 4, "multilabel", seed)
-    loss = ClassRectificationLoss(alpha=1.0, mining="instance", margin=0.5, k=3)
-    scaled = ClassRectificationLoss(alpha=1.0, mining="instance", margin=0.5 * scale, k=3)
+    kw = {"alpha": 1.0, "mining": "instance", "k": 3}
+    raw = ClassRectificationLoss(**kw, margin=0.5, normalize_features=False)
+    raw_scaled = ClassRectificationLoss(**kw, margin=0.5 * scale, normalize_features=False)
     torch.testing.assert_close(
-        scaled(logits, target, features * scale), scale * loss(logits, target, features)
+        raw_scaled(logits, target, features * scale), scale * raw(logits, target, features)
+    )
+    normalised = ClassRectificationLoss(**kw, margin=0.5)
+    torch.testing.assert_close(
+        normalised(logits, target, features * scale), normalised(logits, target, features)
     )
 
 

@@ -29,6 +29,7 @@ from smp_imbalance.metrics import (
     MultilabelF1,
     MultilabelMAP,
     band_report,
+    cross_fitted_f1,
     detector_hit_metrics,
     masked_psnr,
     masked_rmse,
@@ -663,6 +664,117 @@ def test_tune_thresholds_default_grid() -> None:
     thr = tune_thresholds(PROBS, TARGET)
     assert thr.shape == (3,)
     assert bool(((thr >= 0.01) & (thr <= 0.99)).all())
+
+
+def _reference_groups(probs, target, folds, seed):
+    """The row groups of cross_fitted_f1, from its docstring: rows sorted by (label vector,
+    probabilities) -- as seeded random projections --, permuted, cut in ``folds``."""
+    n, c = probs.shape
+    gen = torch.Generator().manual_seed(seed)
+    projection = torch.randn(2, c, generator=gen, dtype=torch.float64)
+    by_probs = (probs.double() @ projection[0]).tolist()
+    by_labels = ((target > 0.5).double() @ projection[1]).tolist()
+    canonical = sorted(range(n), key=lambda r: (by_labels[r], by_probs[r]))
+    order = [canonical[i] for i in torch.randperm(n, generator=gen).tolist()]
+    size, extra = divmod(n, folds)
+    groups, start = [], 0
+    for i in range(folds):
+        stop = start + size + (i < extra)
+        groups.append(order[start:stop])
+        start = stop
+    return groups
+
+
+def _cross_fitted_reference(probs, target, folds, seed, grid):
+    """From the definition: rows of each group predicted with thresholds tuned on the others
+    (a loop over rows and labels), F1 from the pooled counts."""
+    groups = _reference_groups(probs, target, folds, seed)
+    tp, fp, fn = [0] * probs.shape[1], [0] * probs.shape[1], [0] * probs.shape[1]
+    for i, held in enumerate(groups):
+        rest = [r for j, g in enumerate(groups) if j != i for r in g]
+        thr = tune_thresholds(probs[rest], target[rest], grid)
+        for r in held:
+            for c in range(probs.shape[1]):
+                pred, pos = bool(probs[r, c] > thr[c]), bool(target[r, c])
+                tp[c] += pred and pos
+                fp[c] += pred and not pos
+                fn[c] += pos and not pred
+    return [
+        2 * a / (2 * a + b + d) if 2 * a + b + d else 0.0
+        for a, b, d in zip(tp, fp, fn, strict=True)
+    ]
+
+
+@pytest.mark.parametrize(("n", "folds", "seed"), [(40, 2, 0), (41, 3, 7), (9, 5, 1)])
+def test_cross_fitted_f1_equals_definition(n: int, folds: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    probs = torch.rand(n, 4, generator=g)
+    target = (torch.rand(n, 4, generator=g) < torch.tensor([0.5, 0.2, 0.05, 0.0])).long()
+    grid = torch.linspace(0.05, 0.95, 19)
+    expected = _cross_fitted_reference(probs, target, folds, seed, grid)
+    per_label = cross_fitted_f1(probs, target, folds, seed, average="none", grid=grid)
+    assert per_label.tolist() == pytest.approx(expected)
+    macro = cross_fitted_f1(probs, target, folds, seed, grid=grid)
+    assert float(macro) == pytest.approx(sum(expected) / 4)
+
+
+def test_cross_fitted_f1_hand_made() -> None:
+    # Rows 0, 1 positive (0.9, 0.3), rows 2, 3 negative (0.6, 0.2), split into folds {0, 1} and
+    # {2, 3} (asserted below). Tuned on {2, 3} (no positive): 0.8, nothing predicted there;
+    # scores rows 0, 1 as TP, FN. Tuned on {0, 1}: 0.1; scores rows 2, 3 as FP, FP. Pooled:
+    # TP 1, FP 2, FN 1 -> F1 = 2 / 5. In sample, 0.1 gives 2 * 2 / (4 + 2) = 2/3.
+    probs = torch.tensor([[0.9], [0.3], [0.6], [0.2]])
+    target = torch.tensor([[1], [1], [0], [0]])
+    grid = torch.tensor([0.1, 0.5, 0.8])
+    seed = next(s for s in range(100) if _folds_of(probs, target, 2, s) == [{0, 1}, {2, 3}])
+    assert cross_fitted_f1(probs, target, seed=seed, grid=grid).item() == pytest.approx(0.4)
+    in_sample = multilabel_f1(probs, target, tune_thresholds(probs, target, grid))
+    assert in_sample.item() == pytest.approx(2 / 3)
+
+
+def _folds_of(probs, target, folds, seed):
+    return sorted((set(g) for g in _reference_groups(probs, target, folds, seed)), key=min)
+
+
+def test_cross_fitted_f1_ignores_row_order_and_keeps_label_groups() -> None:
+    g = torch.Generator().manual_seed(5)
+    probs = torch.rand(37, 6, generator=g)
+    target = (torch.rand(37, 6, generator=g) < 0.2).long()
+    shuffled = torch.randperm(37, generator=g)
+    torch.testing.assert_close(
+        cross_fitted_f1(probs[shuffled], target[shuffled], average="none"),
+        cross_fitted_f1(probs, target, average="none"),
+    )
+
+    # another epoch (new probabilities): each group holds the same label vectors as before
+    def label_sets(p):
+        return [sorted(map(tuple, target[g].tolist())) for g in _reference_groups(p, target, 2, 0)]
+
+    assert label_sets(torch.rand(37, 6, generator=g)) == label_sets(probs)
+
+
+def test_cross_fitted_f1_is_below_in_sample_on_noise() -> None:
+    """Pure noise: the in-sample tuned F1 finds structure that is not there; cross-fitting does
+    not (averaged over labels it is lower)."""
+    g = torch.Generator().manual_seed(3)
+    probs = torch.rand(400, 20, generator=g)
+    target = (torch.rand(400, 20, generator=g) < 0.03).long()
+    in_sample = multilabel_f1(probs, target, tune_thresholds(probs, target))
+    assert float(cross_fitted_f1(probs, target)) < float(in_sample) - 0.02
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"folds": 1}, "folds must be an int >= 2"), ({"folds": 2.0}, "folds must be an int")],
+)
+def test_cross_fitted_f1_rejects_bad_folds(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        cross_fitted_f1(PROBS, TARGET, **kwargs)
+
+
+def test_cross_fitted_f1_needs_a_row_per_fold() -> None:
+    with pytest.raises(ValueError, match="at least folds=5 rows, got 4"):
+        cross_fitted_f1(PROBS, TARGET, folds=5)
 
 
 def test_map_parity_and_absent_labels() -> None:

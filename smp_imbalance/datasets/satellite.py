@@ -651,7 +651,7 @@ class MaskedBands(Dataset):
         if mask_ok is not None:
             input_ok &= mask_ok
             target_ok &= mask_ok
-        if self.require_valid_input:
+        if self.require_valid_input and not input_ok.all():
             target_ok &= np.logical_and.reduce(input_ok, axis=0)
         if self.valid_mask_mode == "shared":
             target_ok = np.logical_and.reduce(target_ok, axis=0, keepdims=True)
@@ -711,7 +711,7 @@ class MaskedBands(Dataset):
             "image": torch.from_numpy(image),
             "target": torch.from_numpy(target),
             "valid_mask": torch.from_numpy(valid),
-            "valid_fraction": torch.tensor(
+            "valid_fraction": torch.scalar_tensor(
                 np.count_nonzero(valid) / valid.size, dtype=torch.float32
             ),
         }
@@ -751,8 +751,12 @@ def _normalise(x: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None) -
 
 
 def _fill(x: np.ndarray, ok: np.ndarray, value: Any) -> None:
-    """``x = where(ok, x, value)`` in place, as ``x * ok + value * ~ok`` (several times faster
-    than ``np.copyto(where=)``; exact because ``x`` is finite). ``ok`` broadcasts to ``x``."""
+    """``x = where(ok, x, value)`` in place, as ``x * ok + value * ~ok`` (exact because ``x`` is
+    finite; ``np.copyto(where=)`` is up to 40x slower on scattered masks). ``ok`` broadcasts to
+    ``x``. A fully valid ``ok`` (most patches of a scene) returns at once: checking costs about a
+    tenth of the multiply."""
+    if ok.all():
+        return
     np.multiply(x, ok, out=x)
     if np.any(value != 0):
         x += np.logical_not(ok) * value

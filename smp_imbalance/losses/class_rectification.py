@@ -84,7 +84,9 @@ class ClassRectificationLoss(nn.Module):
     ``g``, hard negatives the non-members with the HIGHEST score; ``d(a, p) = max(0, s_a - s_p)``,
     ``d(a, n) = s_a - s_n`` (signed, so raising a negative's score never lowers the loss).
     ``mining="instance"``: positives are the farthest other members, negatives the nearest
-    non-members in ``features`` (Euclidean); ``d`` is the feature distance.
+    non-members in ``features`` (Euclidean); ``d`` is the feature distance, between L2-normalised
+    features by default (``normalize_features``), so that ``d`` lies in ``[0, 2]`` whatever the
+    backbone's feature scale and ``margin`` keeps one meaning across models.
 
     **Criteria** (means over what was mined, pooled over groups):
 
@@ -114,7 +116,8 @@ class ClassRectificationLoss(nn.Module):
         k: number of hard positives and of hard negatives per anchor.
         rho: minority threshold, a fraction of the batch in ``(0, 1)``.
         margin: margin of the relative and absolute criteria (score units for class-level
-            mining, feature units for instance-level).
+            mining; for instance-level, distance units on the unit sphere, or raw feature units
+            with ``normalize_features=False``).
         bins: number of histogram nodes of the distribution criterion.
         base: the base loss: ``None`` (BCE-with-logits for multi-label, cross-entropy for
             single-label), a registered loss name (see ``smp_imbalance.list_losses``) or a module
@@ -127,6 +130,11 @@ class ClassRectificationLoss(nn.Module):
             classifier's input -- the pooled pre-logits features, what
             ``forward_head(x, pre_logits=True)`` returns -- and the next ``forward`` called
             without ``features`` uses (and clears) it. Only with ``mining="instance"``.
+        normalize_features: instance-level mining on L2-normalised features (default). With
+            ``False`` the relative and absolute criteria use the raw features, so ``margin``
+            must match their scale (pooled CNN features have norms of tens: a margin of 0.5
+            is then almost no margin, and the hinge pushes the feature scale instead). The
+            distribution criterion always normalises (its histogram spans ``[0, 2]``).
         fused: for the default configuration (multi-label, class-level, relative), compute the
             CRL term as one ``torch.compile``'d graph (a one-time compile of seconds, one more
             when the batch size first changes; an eager fallback with one warning where
@@ -156,6 +164,7 @@ class ClassRectificationLoss(nn.Module):
         base: str | nn.Module | Callable[..., torch.Tensor] | None = None,
         sync_dist: bool = False,
         features_from: nn.Module | None = None,
+        normalize_features: bool = True,
         fused: bool = True,
     ) -> None:
         super().__init__()
@@ -204,6 +213,7 @@ class ClassRectificationLoss(nn.Module):
         self.bins = bins
         self.sync_dist = sync_dist
         self.fused = bool(fused)
+        self.normalize_features = bool(normalize_features)
         self.base = self._build_base(base)
         self._captured: torch.Tensor | None = None
         self._hook = None
@@ -252,7 +262,7 @@ class ClassRectificationLoss(nn.Module):
         return (
             f"mode={self.mode!r}, alpha={self.alpha:.4g}, criterion={self.criterion!r}, "
             f"mining={self.mining!r}, k={self.k}, rho={self.rho}, margin={self.margin}, "
-            f"fused={self.fused}"
+            f"normalize_features={self.normalize_features}, fused={self.fused}"
         )
 
     # -- forward --------------------------------------------------------------------------------
@@ -372,7 +382,7 @@ class ClassRectificationLoss(nn.Module):
             lo, hi = -1.0, 1.0
         else:
             assert features is not None
-            if self.criterion == "distribution":
+            if self.normalize_features or self.criterion == "distribution":
                 features = F.normalize(features, dim=1)
             mined = M.mine_instance_level(groups, features, self.k, self.rho)
             lo, hi = 0.0, 2.0

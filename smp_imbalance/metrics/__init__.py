@@ -16,6 +16,7 @@ values at invalid pixels never reach a result.
 from smp_imbalance.metrics import functional
 from smp_imbalance.metrics.detector import DetectorHitMetrics
 from smp_imbalance.metrics.functional import (
+    cross_fitted_f1,
     detector_hit_metrics,
     masked_psnr,
     masked_rmse,
@@ -43,6 +44,7 @@ __all__ = [
     "MultilabelF1",
     "MultilabelMAP",
     "band_report",
+    "cross_fitted_f1",
     "detector_hit_metrics",
     "functional",
     "masked_psnr",
