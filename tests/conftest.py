@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +31,24 @@ def load_benchmark(name: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def run_quick_benchmark(
+    name: str, out: Path, *args: str, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<name>.py --quick --out OUT [args]`` in a subprocess (2 OpenMP threads),
+    as CI does; assert it exited 0, showing the end of its stderr otherwise."""
+    script = REPO_ROOT / "benchmarks" / f"{name}.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out), *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 @pytest.fixture

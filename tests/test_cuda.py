@@ -119,7 +119,7 @@ def test_half_inputs_under_autocast_compute_in_float32(
 ) -> None:
     make, data = CASES[name]
     loss = make().cuda()
-    inputs = [x.cuda() for x in data("cuda")]
+    inputs = data("cuda")
     low = [inputs[0].to(dtype), *inputs[1:]]
     # The reference: float32 maths on the values the half-precision prediction holds.
     expected, _ = _forward_backward(loss, [low[0].float(), *low[1:]], "cuda")

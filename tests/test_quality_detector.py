@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, load_benchmark
-
-SCRIPT = REPO_ROOT / "benchmarks" / "quality_detector.py"
-
+from conftest import REPO_ROOT, load_benchmark, run_quick_benchmark
 
 qd = load_benchmark("quality_detector")
 
@@ -150,16 +144,7 @@ def test_quick_run_writes_json_table_and_figure(tmp_path) -> None:
         return section, figure
 
     before = own_outputs()
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_quick_benchmark("quality_detector", tmp_path)
     result = json.loads((tmp_path / "results.json").read_text())
     labels = [c.label for c in qd.CONTENDERS]
     assert [r["label"] for r in result["runs"]] == labels  # one seed in --quick

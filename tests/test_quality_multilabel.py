@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, load_benchmark
+from conftest import REPO_ROOT, load_benchmark, run_quick_benchmark
 
-SCRIPT = REPO_ROOT / "benchmarks" / "quality_multilabel.py"
 # training-set counts of HPA train.csv (shared/data/hpa/class_counts.csv, configs/hpa_multilabel.yaml)
 HPA_COUNTS = [12885, 1254, 3621, 1561, 1858, 2513, 1008, 2822, 53, 45, 28, 1093, 688, 537,
               1066, 21, 530, 210, 902, 1482, 172, 3777, 802, 2965, 322, 8228, 328, 11]  # fmt: skip
@@ -179,16 +175,7 @@ def test_quick_run_writes_json_table_and_figure(tmp_path) -> None:
     benchmarks_md = (REPO_ROOT / "BENCHMARKS.md").read_text()
     figure = REPO_ROOT / "docs" / "images" / "quality_multilabel.png"
     figure_before = figure.read_bytes() if figure.exists() else None
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_quick_benchmark("quality_multilabel", tmp_path, timeout=900)
     result = json.loads((tmp_path / "results.json").read_text())
     configs = [(loss, s) for loss in qm.LOSSES for s in qm.SAMPLERS]
     assert [(r["loss"], r["sampler"]) for r in result["runs"]] == configs  # one seed

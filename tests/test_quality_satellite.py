@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import REPO_ROOT, load_benchmark
+from conftest import REPO_ROOT, load_benchmark, run_quick_benchmark
 
 from smp_imbalance import create_loss
-
-SCRIPT = REPO_ROOT / "benchmarks" / "quality_satellite.py"
-
 
 qs = load_benchmark("quality_satellite")
 
@@ -258,16 +252,7 @@ def test_quick_run_writes_json_table_and_figure(tmp_path, data: str) -> None:
     benchmarks = REPO_ROOT / "BENCHMARKS.md"
     before = _own_section(benchmarks.read_text())
     figure_before = qs.FIGURE.read_bytes() if qs.FIGURE.exists() else None
-    env = dict(os.environ, OMP_NUM_THREADS="2")
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path), "--data", data],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_quick_benchmark("quality_satellite", tmp_path, "--data", data)
     result = json.loads((tmp_path / "quality_satellite.json").read_text())
     labels = [spec.label for spec in qs.LOSSES]
     assert list(result["summary"]) == [*labels, qs.LINEAR]  # the reference row comes last
