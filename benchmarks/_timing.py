@@ -15,9 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+from smp_imbalance.losses._compile import HOT_CALLS
+
 __all__ = [
     "Timing",
     "device_sync",
+    "first_calls_s",
     "host_syncs",
     "machine_line",
     "markdown_table",
@@ -100,6 +103,16 @@ def machine_line(device: str = "cpu") -> str:
     if torch.device(device).type != "cuda":
         return cpu
     return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), host {cpu}"
+
+
+def first_calls_s(fn: Callable[[], object], calls: int = HOT_CALLS) -> float:
+    """Seconds taken by the first ``calls`` calls of ``fn``: a fused loss's one-time compile
+    cost, as its first call compiles with ``torch.compile`` and its ``HOT_CALLS``-th call (same
+    signature) compiles the dynamo-free kernel (``smp_imbalance/losses/_compile.py``)."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return time.perf_counter() - start
 
 
 def device_sync(device: str | torch.device) -> Callable[[], None] | None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +26,19 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import device_sync, host_syncs, machine_line, markdown_table, time_interleaved
+from _timing import (
+    device_sync,
+    first_calls_s,
+    host_syncs,
+    machine_line,
+    markdown_table,
+    time_interleaved,
+)
 
 from smp_imbalance import create_loss
 from smp_imbalance.losses._compile import (
     COMPILE_ENV,
+    HOT_CALLS,
     FusedFallbackWarning,
     compile_enabled,
 )
@@ -73,12 +80,6 @@ def _contenders(
     return contenders
 
 
-def _first_call_s(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def run(quick: bool = False, device: str = "cpu") -> str:
     """Time the contenders at both shapes (2 torch threads on the CPU, or on a CUDA ``device``);
     return a markdown report. On CUDA each of our contenders is also run once under
@@ -113,7 +114,7 @@ def run(quick: bool = False, device: str = "cpu") -> str:
             warnings.simplefilter("error", FusedFallbackWarning)
             for label, fn in contenders:
                 if label in COMPILED:
-                    compile_lines.append(f"| {label} | {shape} | {_first_call_s(fn):.1f} |")
+                    compile_lines.append(f"| {label} | {shape} | {first_calls_s(fn):.1f} |")
         torch.testing.assert_close(ours(pred, target), peer(pred, target), rtol=1e-5, atol=0)
         timings = time_interleaved(
             contenders, repeats=repeats, warmup=2, min_time_s=0.02, sync=device_sync(device)
@@ -126,10 +127,11 @@ def run(quick: bool = False, device: str = "cpu") -> str:
                 if label.startswith("ours")
             ]
     sections += [
-        "One-time cost of the first call (compilation; a later new shape recompiles once, "
-        "then the kernel is shape-dynamic):",
+        f"One-time cost of the first {HOT_CALLS} calls (compilation: torch.compile at the first "
+        f"call, the dynamo-free kernel at call {HOT_CALLS}; the second shape compiles again, "
+        "torch.compile then being shape-dynamic):",
         "",
-        "| contender | shape | first call s |",
+        f"| contender | shape | first {HOT_CALLS} calls s |",
         "|---|---|---:|",
         *compile_lines,
     ]

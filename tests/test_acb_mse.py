@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from smp_imbalance import create_loss
 from smp_imbalance.losses import ACBMSELoss
 from smp_imbalance.losses._compile import FusedFallbackWarning
+from smp_imbalance.losses.functional import acb as acb_functional
 from smp_imbalance.losses.functional.acb import acb_mse, acb_mse_fused
 
 HYPO = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -691,6 +692,8 @@ def test_fused_compiled_kernels_match_eager(fused):
 
     torch._dynamo.reset()
     counters.clear()
+    for kernel in (acb_functional._FORWARD, acb_functional._BACKWARD):
+        kernel.reset()
     with warnings.catch_warnings():
         warnings.simplefilter("error", FusedFallbackWarning)
         for kwargs, mask_shape, dtype in FUSED_CASES.values():
@@ -707,6 +710,16 @@ def test_fused_compiled_kernels_match_eager(fused):
         graphs = counters["stats"]["unique_graphs"]
         assert graphs > 0  # it did compile
         p, t = sparse((4, 3, 16, 12), 0.1)
-        for weights, tol in [((0.2, 5.0), 0.0), ((3.0, 0.1), 0.25)]:
-            ACBMSELoss(*weights, zero_tolerance=tol)(p, t).backward()
+        # The first case's signature again: its third call runs the dynamo-free kernels.
+        for weights, tol in [((0.2, 5.0), 0.0), ((3.0, 0.1), 0.25), ((1.0, 0.5), 0.1)]:
+            p_eager = p.detach().clone().requires_grad_()
+            fused_loss = ACBMSELoss(*weights, zero_tolerance=tol)(p, t)
+            eager_loss = ACBMSELoss(*weights, zero_tolerance=tol, fused=False)(p_eager, t)
+            torch.testing.assert_close(fused_loss, eager_loss, rtol=1e-5, atol=1e-7)
+            p.grad = None
+            fused_loss.backward()
+            eager_loss.backward()
+            torch.testing.assert_close(p.grad, p_eager.grad, rtol=1e-5, atol=1e-7)
         assert counters["stats"]["unique_graphs"] == graphs
+    for kernel in (acb_functional._FORWARD, acb_functional._BACKWARD):
+        assert kernel.direct_failed is None and kernel.direct_signatures == 1

@@ -285,15 +285,18 @@ def test_default_crl_compiles_fullgraph():
 @pytest.mark.slow
 def test_compiled_default_matches_eager(fused):
     """The default module compiles the fused function (inductor) and gives the eager path's value
-    and gradient, also after the batch size changes (one recompile, then shape-dynamic)."""
+    and gradient, also after the batch size changes (one recompile, then shape-dynamic), and
+    from the dynamo-free kernel of a signature seen three times."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
+    M._VALUE_AND_GRAD.reset()
     with warnings.catch_warnings():
         warnings.simplefilter("error", FusedFallbackWarning)
-        for n in (32, 24, 20):
-            g = torch.Generator().manual_seed(n)
+        # the third call at n=20 runs the dynamo-free kernel
+        for i, n in enumerate((32, 24, 20, 20, 20)):
+            g = torch.Generator().manual_seed(100 * i + n)
             target = (torch.rand(n, 7, generator=g) < torch.rand(7, generator=g) * 0.6).float()
             logits = torch.randn(n, 7, generator=g, requires_grad=True)
             logits_eager = logits.detach().clone().requires_grad_()
@@ -304,6 +307,7 @@ def test_compiled_default_matches_eager(fused):
             eager.backward()
             torch.testing.assert_close(logits.grad, logits_eager.grad, rtol=1e-5, atol=1e-7)
     assert 0 < counters["stats"]["unique_graphs"] <= 2  # compiled; at most one recompile
+    assert M._VALUE_AND_GRAD.direct_signatures == 1 and M._VALUE_AND_GRAD.direct_failed is None
 
 
 # -- profiling ------------------------------------------------------------------------------------

@@ -738,6 +738,9 @@ def test_fused_matches_eager_without_recompiles() -> None:
         (lambda **kw: ValidPixelWeightedLoss(**kw), None),
         (lambda **kw: SAMMSELoss(0.5, 2.0, granularity="sample", **kw), mask),
     ]
+    for kernels in masked._KERNELS.values():
+        kernels.forward.reset()
+        kernels.backward.reset()
     with warnings.catch_warnings():
         warnings.simplefilter("error", FusedFallbackWarning)
         for factory, m in cases:
@@ -753,14 +756,17 @@ def test_fused_matches_eager_without_recompiles() -> None:
                 (lambda **kw: ValidPixelWeightedLoss(threshold=0.2, weight_power=1.3, **kw), None),
                 (lambda **kw: ValidPixelWeightedLoss(threshold=0.05, **kw), None),
                 (lambda **kw: SAMMSELoss(3.0, 0.1, eps=1e-4, threshold=0.1, **kw), mask),
+                (lambda **kw: SAMMSELoss(1.0, 1.0, **kw), mask),
             ]:
                 out, grad = _values_and_grads(factory(), y_pred, y_true, m)
                 ref, ref_grad = _values_and_grads(factory(fused=False), y_pred, y_true, m)
                 torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
                 torch.testing.assert_close(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    # The third call of a signature ran the dynamo-free kernels (checked above like the others).
     for name in ("mse", "sam_mse"):
-        assert masked._KERNELS[name].forward.failed is None
-        assert masked._KERNELS[name].backward.failed is None
+        for kernel in (masked._KERNELS[name].forward, masked._KERNELS[name].backward):
+            assert kernel.failed is None and kernel.direct_failed is None
+            assert kernel.direct_signatures == 1
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
@@ -96,7 +97,7 @@ class SmpImbalanceCLI(LightningCLI):
 
 def run_cli(args: Sequence[str] | None = None) -> SmpImbalanceCLI:
     """Run the CLI on ``args`` (``["fit", "--config", ...]``)."""
-    return SmpImbalanceCLI(
+    cli = SmpImbalanceCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
@@ -105,3 +106,9 @@ def run_cli(args: Sequence[str] | None = None) -> SmpImbalanceCLI:
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
     )
+    # Lightning leaves a DDP run's process group alive; a gloo group torn down by the
+    # interpreter's exit instead aborted a process now and then ("terminate called without an
+    # active exception", exit status -6) after a successful fit.
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return cli
