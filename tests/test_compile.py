@@ -265,3 +265,31 @@ def test_direct_path_compiles_with_inductor(monkeypatch: pytest.MonkeyPatch) -> 
         for pooling in ("batch", "sample"):
             _assert_same(kernel(x, y, 0.5, pooling), _kernel(x, y, 0.5, pooling))
     assert kernel.direct_signatures == 2 and kernel.direct_failed is None
+
+
+@pytest.mark.slow
+def test_direct_path_of_a_loss_under_cpu_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hot ACB-MSE signature under CPU autocast (bfloat16 inputs) runs the direct kernels and
+    still computes in float32: the value and gradient of the eager loss outside autocast."""
+    from smp_imbalance.losses import ACBMSELoss
+    from smp_imbalance.losses.functional import acb
+
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    for kernel in (acb._FORWARD, acb._BACKWARD):
+        kernel.reset()
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 1, 8, 8, generator=gen) * (torch.rand(2, 1, 8, 8, generator=gen) < 0.2)
+    target = target.bfloat16()
+    pred = torch.rand(2, 1, 8, 8, generator=gen).bfloat16().requires_grad_()
+    reference = ACBMSELoss(fused=False)(pred.float(), target.float())
+    (expected_grad,) = torch.autograd.grad(reference, pred)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FusedFallbackWarning)
+        for _ in range(_compile.HOT_CALLS):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                value = ACBMSELoss()(pred, target)
+            (grad,) = torch.autograd.grad(value, pred)
+            assert value.dtype == torch.float32 and grad.dtype == torch.bfloat16
+            torch.testing.assert_close(value, reference, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(grad, expected_grad)
+    assert acb._FORWARD.direct_signatures == 1 and acb._BACKWARD.direct_signatures == 1
