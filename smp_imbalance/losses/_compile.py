@@ -5,8 +5,8 @@ Masked losses written eagerly make one pass over memory per masked op (4-7x the 
 and one write of the gradient. :class:`FusedKernel` wraps a pure tensor function so that:
 
 * it is compiled lazily on first use (a one-time cost of seconds) by ``torch.compile``;
-* a *hot* call signature (the same shapes, strides, dtypes and constants seen ``hot_calls``
-  times, as in a training loop) is compiled once more, straight from a ``make_fx`` trace with
+* a *hot* call signature on the CPU (the same shapes, strides, dtypes and constants seen
+  ``hot_calls`` times under no-grad, as in a training loop) is compiled once more, straight from a ``make_fx`` trace with
   ``torch._inductor.compile``, and from then on called without TorchDynamo. Dynamo's per-call
   work (frame evaluation, guards, wrappers) costs 50-100 us on a 2-core CPU, as much as the
   kernel itself at detector-frame sizes; the direct call costs about 10 us. Cold signatures (a
@@ -52,8 +52,6 @@ def _first_line(err: BaseException) -> str:
 
 _SEQUENCES = (tuple, list)
 _SLOT = object()  # where a result's tensor goes back, in a kernel's recorded result structure
-
-
 _CONSTANTS = (type(None), bool, int, float, str, torch.dtype)
 
 
