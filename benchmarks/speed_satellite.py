@@ -68,6 +68,15 @@ def to_gtiff(src_path: Path, dst_path: Path) -> None:
             dst.write(src.read())
 
 
+def _open_for_pass(handles: list[rasterio.DatasetReader], files: list[str], cold: bool) -> None:
+    """Fill ``handles`` with the open ``files``: anew on every pass when ``cold`` (GDAL's block
+    cache then starts empty), once otherwise."""
+    if cold or not handles:
+        for h in handles:
+            h.close()
+        handles[:] = [rasterio.open(f) for f in files]
+
+
 def bare_reader(files: list[str], windows: list[Window], cold: bool) -> Callable[[], None]:
     """Read every window of every file (``files[0]`` is on the patch grid; a coarser file is
     read decimated onto the same ground window). ``cold``: open the files anew on each call."""
@@ -77,10 +86,7 @@ def bare_reader(files: list[str], windows: list[Window], cold: bool) -> Callable
     handles: list[rasterio.DatasetReader] = []
 
     def read_all() -> None:
-        if cold or not handles:
-            for h in handles:
-                h.close()
-            handles[:] = [rasterio.open(f) for f in files]
+        _open_for_pass(handles, files, cold)
         for w, b in zip(windows, bounds, strict=True):
             for h in handles:
                 if (h.height, h.width) == ref_shape:
@@ -99,8 +105,8 @@ def bare_reader(files: list[str], windows: list[Window], cold: bool) -> Callable
 def floor_reader(
     files: list[str], windows: list[Window], cold: bool, scaled: bool
 ) -> Callable[[], None]:
-    """The least a sample can cost over the bare read, for files on the patch grid with nodata
-    0: each band read into one native (C, H, W) buffer, one validity test for the stack, torch
+    """The least a sample can cost over the bare read, for uint16 files on the patch grid with
+    nodata 0: each band read into one native (C, H, W) buffer, one validity test for the stack, torch
     tensors; ``scaled`` adds one float32 cast and one scaling for the stack (no fill, no
     normalisation, no checks). A floor for the adapter's design, not a usable reader."""
     handles: list[rasterio.DatasetReader] = []
@@ -117,10 +123,7 @@ def floor_reader(
         return {"image": torch.from_numpy(image), "valid_mask": torch.from_numpy(valid)}
 
     def read_all() -> None:
-        if cold or not handles:
-            for h in handles:
-                h.close()
-            handles[:] = [rasterio.open(f) for f in files]
+        _open_for_pass(handles, files, cold)
         for w in windows:
             sample(w)
 

@@ -33,22 +33,29 @@ def load_benchmark(name: str) -> ModuleType:
     return module
 
 
-def run_quick_benchmark(
-    name: str, out: Path, *args: str, timeout: int = 600
+def run_benchmark(
+    name: str, *args: str, timeout: int = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``benchmarks/<name>.py --quick --out OUT [args]`` in a subprocess (2 OpenMP threads),
-    as CI does; assert it exited 0, showing the end of its stderr otherwise."""
+    """Run ``benchmarks/<name>.py [args]`` in a subprocess (2 OpenMP threads, ``env`` added to
+    the environment); assert it exited 0, showing the end of its stderr otherwise."""
     script = REPO_ROOT / "benchmarks" / f"{name}.py"
     proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--out", str(out), *args],
+        [sys.executable, str(script), *args],
         cwd=REPO_ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "2"},
+        env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def run_quick_benchmark(
+    name: str, out: Path, *args: str, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run a quality benchmark's ``--quick --out OUT [args]`` mode, as CI does."""
+    return run_benchmark(name, "--quick", "--out", str(out), *args, timeout=timeout)
 
 
 @pytest.fixture

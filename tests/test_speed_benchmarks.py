@@ -6,12 +6,8 @@ harness cannot leave ``benchmarks/speed_*.py`` broken until the next full measur
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
-from conftest import REPO_ROOT
+from conftest import run_benchmark
 
 
 @pytest.mark.slow
@@ -34,15 +30,7 @@ from conftest import REPO_ROOT
     ],
 )
 def test_quick_mode_runs(name: str, expected: list[str]) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / f"{name}.py"), "--quick"],
-        cwd=REPO_ROOT,
-        # the compiled loss kernels, as users get them (the suite runs eagerly by default)
-        env={**os.environ, "OMP_NUM_THREADS": "2", "SMP_IMBALANCE_COMPILE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the compiled loss kernels, as users get them (the suite runs eagerly by default)
+    proc = run_benchmark(name, "--quick", env={"SMP_IMBALANCE_COMPILE": "1"})
     for heading in expected:
         assert heading in proc.stdout

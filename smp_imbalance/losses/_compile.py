@@ -6,8 +6,9 @@ and one write of the gradient. :class:`FusedKernel` wraps a pure tensor function
 
 * it is compiled lazily on first use (a one-time cost of seconds) by ``torch.compile``;
 * a *hot* call signature on the CPU (the same shapes, strides, dtypes and constants seen
-  ``hot_calls`` times under no-grad, as in a training loop) is compiled once more, straight from a ``make_fx`` trace with
-  ``torch._inductor.compile``, and from then on called without TorchDynamo. Dynamo's per-call
+  ``hot_calls`` times under no-grad, as in a training loop) is compiled once more, straight from
+  a ``make_fx`` trace with ``torch._inductor.compile``, and from then on called without
+  TorchDynamo. Dynamo's per-call
   work (frame evaluation, guards, wrappers) costs 50-100 us on a 2-core CPU, as much as the
   kernel itself at detector-frame sizes; the direct call costs about 10 us. Cold signatures (a
   last partial batch, a validation size) stay on the ``torch.compile`` graph, which goes
@@ -72,7 +73,7 @@ def _scan(args: Sequence[Any], tensors: list[torch.Tensor], key: list[Any]) -> b
             key += (obj.shape, obj.stride(), obj.dtype, obj.data_ptr() % 16 == 0)
         elif kind in _CONSTANTS:
             key += (kind, obj)  # the type too: 1, 1.0 and True are equal keys
-        elif kind is tuple or kind is list:
+        elif kind in _SEQUENCES:
             key += (kind, len(obj))
             if not _scan(obj, tensors, key):
                 return False
@@ -132,8 +133,10 @@ class FusedKernel:
     """A pure tensor function with a lazily compiled twin. Call it like the function.
 
     Args:
-        fn: the eager function; tensors and hashable Python constants as arguments (nested in
-            tuples, lists or dicts is fine), tensors as results.
+        fn: the eager function; tensors and hashable Python constants as arguments, tensors as
+            results. Only positional tensors and None/bool/int/float/str/dtype constants, nested
+            in tuples or lists, are eligible for the direct path; other calls (keyword
+            arguments, dicts) always go through ``torch.compile``.
         name: used in the fallback warning.
         dynamic: passed to ``torch.compile`` (``None`` = recompile once, then go dynamic).
         hot_calls: calls of one signature, under no-grad, after which that signature is compiled

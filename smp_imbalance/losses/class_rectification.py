@@ -136,9 +136,10 @@ class ClassRectificationLoss(nn.Module):
             is then almost no margin, and the hinge pushes the feature scale instead). The
             distribution criterion always normalises (its histogram spans ``[0, 2]``).
         fused: for the default configuration (multi-label, class-level, relative), compute the
-            CRL term as one ``torch.compile``'d graph (a one-time compile of seconds, one more
-            when the batch size first changes; an eager fallback with one warning where
-            compilation is unavailable; eager inside a caller's own ``torch.compile``).
+            CRL term as one compiled graph (a :class:`~smp_imbalance.losses._compile.FusedKernel`:
+            a one-time compile of seconds, once more for a batch size seen three times and when
+            the batch size first changes; an eager fallback with one warning where compilation
+            is unavailable; eager inside a caller's own ``torch.compile``).
             ``False``, or ``SMP_IMBALANCE_COMPILE=0``, runs the same maths eagerly.
 
     Shapes:

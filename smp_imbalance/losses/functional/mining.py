@@ -400,9 +400,8 @@ def multilabel_class_relative(
     About 40 tensor ops forward (one sort) and one multiply backward, instead of about 100 with
     autograd's bookkeeping: at N=64, C=28 each op costs microseconds, so the op count is the
     cost. With ``compile=True`` (and compilation available, see
-    :class:`~smp_imbalance.losses._compile.FusedKernel`) the forward is one ``torch.compile``'d
-    graph: fewer kernels (launches, on a GPU) for a one-time compile, and one more when the
-    batch size first changes. First-order gradients only (``once_differentiable``).
+    :class:`~smp_imbalance.losses._compile.FusedKernel`) the forward is one compiled graph:
+    fewer kernels (launches, on a GPU) for one-time compiles of seconds. First-order gradients only (``once_differentiable``).
     """
     return _MultilabelClassRelative.apply(logits, target, k, rho, margin, compile)
 
