@@ -18,6 +18,9 @@ Contenders (interleaved medians, ``benchmarks/_timing.py``):
 * ``bare rasterio``: ``src.read(1, window=w)`` per band file;
 * ``masked_bands``: ``dataset[i]`` (validity, scaling, fill, tensors), no transform;
 * ``masked_bands + norm + flips``: with ``mean``/``std`` and ``train_transforms()``;
+* ``masked_bands output="dn"``: samples of raw DNs and validity masks, scaled per batch on the
+  device by ``BandScaler``; ``... + BandScaler on the CPU``: the same, with the scaler run here on
+  each pass's batch of samples (the work it moves off the workers, for a run without a GPU);
 * ``floor: ...`` (cases on one grid): the least a sample can cost over the bare read, with the
   bands in one native buffer and one numpy op per step -- raw uint16 DNs + validity, or a
   float32 scaled image + validity (``floor_reader``). They bound what any adapter returning such
@@ -39,6 +42,7 @@ import rasterio
 import torch
 from rasterio.enums import Resampling
 from rasterio.windows import Window, from_bounds
+from torch.utils.data import default_collate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import machine_line, markdown_table, time_interleaved
@@ -140,6 +144,18 @@ def adapter(ds: MaskedBands, cold: bool) -> Callable[[], None]:
     return read_all
 
 
+def adapter_scaled_on_cpu(ds: MaskedBands, cold: bool) -> Callable[[], None]:
+    scaler = ds.batch_transform()
+    assert scaler is not None
+
+    def read_all() -> None:
+        if cold:
+            ds.close()
+        scaler(default_collate([ds[i] for i in range(len(ds))]))
+
+    return read_all
+
+
 def case(label: str, folder: Path, pattern: str, target: str, quick: bool) -> str:
     """Markdown tables (cold and warm) for one set of files."""
     target_path = str(folder / pattern.format(band=target))
@@ -156,6 +172,7 @@ def case(label: str, folder: Path, pattern: str, target: str, quick: bool) -> st
         std=stats["image"].std,
         transform=train_transforms(),
     )
+    ds_dn = MaskedBands([scene], INPUTS, [target], patch_size=PATCH, nodata=0, output="dn")
     windows = [w for _, w in ds.patches]
     files = [str(folder / pattern.format(band=b)) for b in INPUTS] + [target_path]
     parts = []
@@ -178,13 +195,18 @@ def case(label: str, folder: Path, pattern: str, target: str, quick: bool) -> st
                 ("bare rasterio", bare_reader(files, windows, cold)),
                 ("masked_bands", adapter(ds, cold)),
                 ("masked_bands + norm + flips", adapter(ds_full, cold)),
+                ('masked_bands output="dn"', adapter(ds_dn, cold)),
+                (
+                    'masked_bands output="dn" + BandScaler on the CPU',
+                    adapter_scaled_on_cpu(ds_dn, cold),
+                ),
                 *floors,
             ],
             repeats=3 if quick else 11,
             warmup=1,
         )
         overhead = rows[1].median_s / rows[0].median_s - 1
-        floor_lines = [
+        more_lines = [
             f"{row.label}: overhead over the bare read {row.median_s / rows[0].median_s - 1:+.0%}"
             for row in rows[3:]
         ]
@@ -195,7 +217,7 @@ def case(label: str, folder: Path, pattern: str, target: str, quick: bool) -> st
             "",
             f"masked_bands: {len(windows) / rows[1].median_s:.0f} samples/s, "
             f"overhead over the bare read {overhead:+.0%}"
-            + "".join(f"; {line}" for line in floor_lines),
+            + "".join(f"; {line}" for line in more_lines),
             "",
         ]
     return "\n".join(parts)

@@ -57,6 +57,19 @@ Then, when given, per-band normalisation ``(x - mean) / std`` (``mean``/``std`` 
 ``fill_value`` (default 0.0, i.e. the band mean when normalising), in the image and in the
 target alike. The order is: read, scale, transform (on scaled data), normalise, fill.
 
+Raw DNs, scaled on the device
+-----------------------------
+``output="dn"`` moves the arithmetic out of the sample: ``image`` and ``target`` hold the DNs as
+recorded (uint16 for Sentinel-2; numpy's promotion of the bands' types), invalid ones included, plus ``input_valid`` (C_in, H, W) bool; ``valid_mask`` and ``valid_fraction`` are as
+above. :meth:`MaskedBands.batch_transform` returns the
+:class:`~smp_imbalance.datasets.band_scaling.BandScaler` that turns a batch of such samples, on
+its device, into the values ``output="scaled"`` gives (equal values; the training recipes apply
+it after the host-to-device copy). The DataLoader then carries half the bytes, and the workers
+skip the float passes; on a CPU-only run the work only moves to the main process, so keep
+``"scaled"`` there. The transform sees the DNs: the default recipes (crops, flips, 90-degree
+rotations) are exact on them; a transform that interpolates would mix nodata DNs into their
+neighbours, which ``"scaled"`` avoids by filling first.
+
 Patches
 -------
 ``patch_size=None`` serves each scene whole. Otherwise each scene is cut into windows of
@@ -90,6 +103,7 @@ from rasterio.windows import Window
 from torch.utils.data import Dataset
 
 from smp_imbalance.datasets._common import apply_transform
+from smp_imbalance.datasets.band_scaling import BandScaler
 from smp_imbalance.registry import register_dataset
 
 if TYPE_CHECKING:
@@ -171,6 +185,12 @@ class _ResolvedScene:
     nodata_checks: dict[tuple[str, int], tuple[tuple[Any, ...], bool, bool]] = field(
         default_factory=dict
     )
+    dtypes: dict[tuple[str, int], np.dtype] = field(default_factory=dict)  # each band's DN dtype
+
+    @property
+    def inputs_then_targets(self) -> list[_Band]:
+        """The input bands then the target bands: one read and one validity check per file."""
+        return self.inputs + self.targets
 
 
 def _open(path: str) -> rasterio.DatasetReader:
@@ -305,8 +325,11 @@ class MaskedBands(Dataset):
         resampling: how bands on another grid than the reference are resampled onto it (a
             ``rasterio.enums.Resampling`` or its name); default ``nearest``. The same method
             serves bands finer than a coarse ``reference_band`` (``"average"`` suits those).
+        output: ``"scaled"`` (float32 samples, ready for a model) or ``"dn"`` (raw DNs and
+            validity; scale them per batch with :meth:`batch_transform`).
         transform: an albumentations ``Compose`` (or a callable with its convention), applied
-            to numpy ``image`` (H, W, C_in) float32 in scaled units (before normalisation), with
+            to numpy ``image`` (H, W, C_in) float32 in scaled units (before normalisation; the
+            DNs with ``output="dn"``), with
             ``target`` (H, W, C_out), ``valid_mask`` (H, W, 1|C_out) and ``input_valid``
             (H, W, C_in) declared as mask targets; it must not include ``ToTensorV2``.
 
@@ -320,6 +343,10 @@ class MaskedBands(Dataset):
     * ``"target"``: (C_out, H, W) float32, the same;
     * ``"valid_mask"``: (1 or C_out, H, W) bool, True where the loss may count the target;
     * ``"valid_fraction"``: float32 scalar tensor, the mean of ``valid_mask``.
+
+    With ``output="dn"``, ``"image"`` and ``"target"`` hold the recorded DNs (``dn_dtypes``),
+    unscaled and unfilled, and ``"input_valid"`` (C_in, H, W) bool is added; a batch of them goes
+    through :meth:`batch_transform` on the device (see the module docstring).
     """
 
     def __init__(
@@ -347,6 +374,7 @@ class MaskedBands(Dataset):
         require_valid_input: bool = True,
         reference_band: str | None = None,
         resampling: Resampling | str = Resampling.nearest,
+        output: Literal["scaled", "dn"] = "scaled",
         transform: Callable[..., Mapping[str, Any]] | None = None,
     ) -> None:
         if isinstance(scenes, (str, Scene, Mapping)) or not isinstance(scenes, Sequence):
@@ -363,6 +391,8 @@ class MaskedBands(Dataset):
             raise ValueError(
                 f"valid_mask_mode must be 'shared' or 'per_band', got {valid_mask_mode!r}"
             )
+        if output not in ("scaled", "dn"):
+            raise ValueError(f"output must be 'scaled' or 'dn', got {output!r}")
         if not 0.0 <= min_valid_fraction <= 1.0:
             raise ValueError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
         target_offset = offset if target_offset is None else target_offset
@@ -395,6 +425,7 @@ class MaskedBands(Dataset):
         self.require_valid_input = require_valid_input
         self.reference_band = reference_band
         self.resampling = resampling
+        self.output = output
         self.transform = transform
         self.min_valid_fraction = float(min_valid_fraction)
         self._handles: dict[Any, Any] = {}
@@ -403,6 +434,10 @@ class MaskedBands(Dataset):
         self.scenes = [
             self._resolve_scene(Scene.coerce(s, f"scenes[{i}]"), i) for i, s in enumerate(scenes)
         ]
+        self.dn_dtypes = {
+            role: self._dn_dtype(role, [(s, getattr(s, role)) for s in self.scenes])
+            for role in ("inputs", "targets")
+        }
         self.patch_size = None if patch_size is None else _pair(patch_size, "patch_size")
         step = stride if stride is not None else patch_size
         self.stride = None if step is None else _pair(step, "stride")
@@ -423,6 +458,17 @@ class MaskedBands(Dataset):
             raise ValueError(f"{name} has duplicates: {list(bands)}")
         return list(bands)
 
+    def _dn_dtype(self, role: str, bands: list[tuple[_ResolvedScene, list[_Band]]]) -> np.dtype:
+        """The dtype holding every DN of the ``role`` bands of all scenes (``output="dn"``)."""
+        found = {(b.path, b.name): s.dtypes[(b.path, b.index)] for s, group in bands for b in group}
+        dtype = np.result_type(*found.values())
+        if self.output == "dn" and dtype.kind not in "uif":
+            kinds = {f"{name} ({path})": str(dt) for (path, name), dt in found.items()}
+            raise ValueError(
+                f"output='dn' needs real-valued {role} bands; their pixel types are {kinds}"
+            )
+        return dtype
+
     def _resolve_scene(self, scene: Scene, i: int) -> _ResolvedScene:
         label = scene.name or f"#{i}"
         inputs = _resolve_spec(scene.inputs, self.input_bands, "input", label)
@@ -432,11 +478,12 @@ class MaskedBands(Dataset):
         mask = None if scene.mask is None else str(scene.mask)
         grids: dict[str, _Grid] = {}
         checks: dict[tuple[str, int], tuple[tuple[Any, ...], bool, bool]] = {}
+        dtypes: dict[tuple[str, int], np.dtype] = {}
         for band in inputs + targets:
             with _open(band.path) as ds:
                 grids[band.path] = _Grid(ds.crs, ds.transform, ds.height, ds.width)
                 declared = ds.nodatavals[band.index - 1] if self.use_declared_nodata else None
-                dtype = np.dtype(ds.dtypes[band.index - 1])
+                dtype = dtypes[(band.path, band.index)] = np.dtype(ds.dtypes[band.index - 1])
                 checks[(band.path, band.index)] = _nodata_checks(dtype, declared, self.nodata)
         if self.reference_band is not None:
             ref_band = next((b for b in inputs + targets if b.name == self.reference_band), None)
@@ -476,7 +523,7 @@ class MaskedBands(Dataset):
             if shape != (ref.height, ref.width):
                 warped.add(mask)  # e.g. a 20 m cloud/SCL layer under 10 m bands: nearest
         same = [(b.path, b.index) for b in targets] == [(b.path, b.index) for b in inputs]
-        return _ResolvedScene(name, inputs, targets, mask, ref, warped, same, checks)
+        return _ResolvedScene(name, inputs, targets, mask, ref, warped, same, checks, dtypes)
 
     @staticmethod
     def _check_aligned(path: str, grid: _Grid, ref_path: str, ref: _Grid, scene: str) -> None:
@@ -586,33 +633,40 @@ class MaskedBands(Dataset):
 
     # -- reading ------------------------------------------------------------------------------
     def _read_bands(
-        self, scene: _ResolvedScene, bands: list[_Band], window: Window
+        self, scene: _ResolvedScene, bands: list[_Band], window: Window, dn_dtype: np.dtype | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Raw DNs (C, H, W) as float32 and their validity (C, H, W) bool (without the mask
-        file). Bands of one file are read in one call."""
+        """DNs (C, H, W) and their validity (C, H, W) bool (without the mask file). Bands of one
+        file are read in one call, straight into the output when GDAL's conversion is exact.
+
+        ``dn_dtype=None``: a float32 working copy for scaling, NaN/inf set to 0 (they are
+        invalid, and the arithmetic fill needs finite values). Otherwise the DNs as recorded,
+        in ``dn_dtype`` (``output="dn"``)."""
         h, w = int(window.height), int(window.width)
-        data = np.empty((len(bands), h, w), np.float32)
+        working_copy = dn_dtype is None
+        dtype = np.dtype(np.float32) if dn_dtype is None else dn_dtype
+        data = np.empty((len(bands), h, w), dtype)
         valid = np.empty((len(bands), h, w), bool)
         by_path: dict[str, list[int]] = {}
         for c, band in enumerate(bands):
             by_path.setdefault(band.path, []).append(c)
         for path, channels in by_path.items():
-            indexes = [bands[c].index for c in channels]
+            keys = [(path, bands[c].index) for c in channels]
             reader = self._reader(scene, path)
             first, stop = channels[0], channels[0] + len(channels)
-            if (
-                channels == list(range(first, stop))
-                and path not in scene.warped  # resampling must happen on the native values
-                and all(scene.nodata_checks[(path, i)][2] for i in indexes)
+            if channels == list(range(first, stop)) and all(
+                scene.dtypes[k] == dtype  # no conversion at all
+                or (  # exact conversion; resampling must happen on the native values
+                    working_copy and path not in scene.warped and scene.nodata_checks[k][2]
+                )
+                for k in keys
             ):
-                # GDAL converts to float32 while reading: one pass less, exact for these dtypes
-                raw = reader.read(indexes, window=window, out=data[first:stop])
+                raw = reader.read([i for _, i in keys], window=window, out=data[first:stop])
                 converted = True
             else:
-                raw = reader.read(indexes, window=window)  # (k, H, W) native dtype
+                raw = reader.read([i for _, i in keys], window=window)  # (k, H, W) native
                 converted = False
             for k, c in enumerate(channels):
-                values, nan, _ = scene.nodata_checks[(path, bands[c].index)]
+                values, nan, _ = scene.nodata_checks[keys[k]]
                 if values:
                     np.not_equal(raw[k], values[0], out=valid[c])
                     for value in values[1:]:
@@ -621,10 +675,11 @@ class MaskedBands(Dataset):
                     valid[c] = True
                 if not converted:
                     data[c] = raw[k]
-                if nan:  # NaN / inf: invalid, and zeroed so that the arithmetic fill works
-                    finite = np.isfinite(data[c])
+                if nan:
+                    finite = np.isfinite(raw[k])
                     valid[c] &= finite
-                    np.copyto(data[c], 0.0, where=~finite)
+                    if working_copy:
+                        np.copyto(data[c], 0.0, where=~finite)
         return data, valid
 
     def _read_mask(self, scene: _ResolvedScene, window: Window) -> np.ndarray | None:
@@ -636,31 +691,43 @@ class MaskedBands(Dataset):
         return ~np.isin(values, self.mask_invalid_values)
 
     def _read(
-        self, scene_index: int, window: Window
+        self, scene_index: int, window: Window, output: Literal["scaled", "dn"] = "scaled"
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Scaled image (C_in, H, W) float32, scaled target (C_out, H, W) float32, input
-        validity (C_in, H, W) bool and ``valid_mask`` (1 or C_out, H, W) bool, before fill,
-        transform and normalisation."""
+        """Image (C_in, H, W), target (C_out, H, W), input validity (C_in, H, W) bool and
+        ``valid_mask`` (1 or C_out, H, W) bool, before fill, transform and normalisation.
+        ``output="scaled"``: image and target scaled, float32; ``"dn"``: the recorded DNs in
+        ``dn_dtypes``."""
         scene = self.scenes[scene_index]
-        image, input_ok = self._read_bands(scene, scene.inputs, window)
-        if scene.targets_are_inputs:  # gap filling / identity: read once
+        dn = output == "dn"
+        in_dtype = self.dn_dtypes["inputs"] if dn else None
+        out_dtype = self.dn_dtypes["targets"] if dn else None
+        if in_dtype != out_dtype:
+            image, input_ok = self._read_bands(scene, scene.inputs, window, in_dtype)
+            target, target_ok = self._read_bands(scene, scene.targets, window, out_dtype)
+        elif scene.targets_are_inputs:  # gap filling, identity: read once
+            image, input_ok = self._read_bands(scene, scene.inputs, window, in_dtype)
             target, target_ok = image.copy(), input_ok.copy()
-        else:
-            target, target_ok = self._read_bands(scene, scene.targets, window)
+        else:  # one buffer, so that the reads and checks of a file's bands are one call each
+            both, both_ok = self._read_bands(scene, scene.inputs_then_targets, window, in_dtype)
+            n_in = len(scene.inputs)
+            image, target, input_ok, target_ok = (
+                both[:n_in],
+                both[n_in:],
+                both_ok[:n_in],
+                both_ok[n_in:],
+            )
         mask_ok = self._read_mask(scene, window)
         if mask_ok is not None:
             input_ok &= mask_ok
             target_ok &= mask_ok
         if self.require_valid_input and not input_ok.all():
             target_ok &= np.logical_and.reduce(input_ok, axis=0)
-        if self.valid_mask_mode == "shared":
+        if self.valid_mask_mode == "shared" and len(target_ok) > 1:
             target_ok = np.logical_and.reduce(target_ok, axis=0, keepdims=True)
-        return (
-            self._scale(image, self.offset),
-            self._scale(target, self.target_offset),
-            input_ok,
-            target_ok,
-        )
+        if not dn:
+            image = self._scale(image, self.offset)
+            target = self._scale(target, self.target_offset)
+        return image, target, input_ok, target_ok
 
     def _scale(self, dn: np.ndarray, offset: float) -> np.ndarray:
         """``clip((DN + offset) * scale)``, in place on a float32 array."""
@@ -689,32 +756,61 @@ class MaskedBands(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} patches")
         index %= len(self)
         scene_index, window = self.patches[index]
-        image, target, input_ok, valid = self._read(scene_index, window)
+        image, target, input_ok, valid = self._read(scene_index, window, self.output)
+        scaled = self.output == "scaled"
         if self.transform is not None:
-            # Invalid pixels first get the value that normalises to fill_value, so that no raw
-            # nodata value (e.g. -9999 * 1e-4) is interpolated into valid pixels.
-            _fill(image, input_ok, self._unnormalised_fill(self.mean, self.std))
-            _fill(target, valid, self._unnormalised_fill(self.target_mean, self.target_std))
+            if scaled:
+                # Invalid pixels first get the value that normalises to fill_value, so that no
+                # raw nodata value (e.g. -9999 * 1e-4) is interpolated into valid pixels.
+                _fill(image, input_ok, self._unnormalised_fill(self.mean, self.std))
+                _fill(target, valid, self._unnormalised_fill(self.target_mean, self.target_std))
             hwc_image, out = apply_transform(
                 self.transform,
                 _hwc(image),
                 {"target": _hwc(target), "valid_mask": _hwc(valid), "input_valid": _hwc(input_ok)},
                 where=f"masked_bands sample {index} ({self.describe(index)})",
             )
-            image, target = _chw(hwc_image, np.float32), _chw(out["target"], np.float32)
+            image, target = _chw(hwc_image, image.dtype), _chw(out["target"], target.dtype)
             valid, input_ok = _chw(out["valid_mask"], bool), _chw(out["input_valid"], bool)
-        _normalise(image, self.mean, self.std)
-        _normalise(target, self.target_mean, self.target_std)
-        _fill(image, input_ok, np.float32(self.fill_value))
-        _fill(target, valid, np.float32(self.fill_value))
-        return {
-            "image": torch.from_numpy(image),
-            "target": torch.from_numpy(target),
-            "valid_mask": torch.from_numpy(valid),
-            "valid_fraction": torch.scalar_tensor(
-                np.count_nonzero(valid) / valid.size, dtype=torch.float32
-            ),
+        if scaled:
+            _normalise(image, self.mean, self.std)
+            _normalise(target, self.target_mean, self.target_std)
+            _fill(image, input_ok, np.float32(self.fill_value))
+            _fill(target, valid, np.float32(self.fill_value))
+        sample = {"image": torch.from_numpy(image), "target": torch.from_numpy(target)}
+        if not scaled:  # the scaler fills the invalid inputs on the device
+            sample["input_valid"] = torch.from_numpy(input_ok)
+        sample["valid_mask"] = torch.from_numpy(valid)
+        sample["valid_fraction"] = torch.scalar_tensor(
+            np.count_nonzero(valid) / valid.size, dtype=torch.float32
+        )
+        return sample
+
+    def batch_transform(self) -> BandScaler | None:
+        """What makes a batch of this dataset's samples model-ready, on the batch's device:
+        for ``output="dn"`` a :class:`~smp_imbalance.datasets.band_scaling.BandScaler` with this
+        dataset's scale, offsets, clip, statistics and fill value; ``None`` for ``"scaled"``
+        samples (ready as they are). The training recipes apply it after the batch reaches
+        the device."""
+        if self.output == "scaled":
+            return None
+        stats = {
+            name: None if v is None else v.tolist()
+            for name, v in (
+                ("mean", self.mean),
+                ("std", self.std),
+                ("target_mean", self.target_mean),
+                ("target_std", self.target_std),
+            )
         }
+        return BandScaler(
+            scale=self.scale,
+            offset=self.offset,
+            target_offset=self.target_offset,
+            clip=self.clip,
+            fill_value=self.fill_value,
+            **stats,
+        )
 
     def _unnormalised_fill(self, mean: np.ndarray | None, std: np.ndarray | None) -> Any:
         fill = np.float32(self.fill_value)
@@ -762,12 +858,20 @@ def _fill(x: np.ndarray, ok: np.ndarray, value: Any) -> None:
         x += np.logical_not(ok) * value
 
 
+_CV2_DEPTHS = {np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32)} | {
+    np.dtype(np.float32),
+    np.dtype(np.float64),
+}
+
+
 def _hwc(x: np.ndarray) -> np.ndarray:
-    """(C, H, W) -> contiguous (H, W, C), float32 or bool (``cv2.merge``: ~5x a numpy copy)."""
+    """(C, H, W) -> contiguous (H, W, C) (``cv2.merge``: ~5x a numpy copy, for its dtypes)."""
     if x.shape[0] == 1:
         return x.reshape(x.shape[1], x.shape[2], 1)
     if x.dtype == np.bool_:
         return cv2.merge(list(x.view(np.uint8))).view(np.bool_)
+    if x.dtype not in _CV2_DEPTHS:
+        return np.ascontiguousarray(x.transpose(1, 2, 0))
     return cv2.merge(list(x))
 
 
@@ -847,8 +951,11 @@ def preview_figure(dataset: MaskedBands, n: int = 4, seed: int = 0) -> Figure:
     indices = rng.choice(len(dataset), size=min(n, len(dataset)), replace=False)
     fig = Figure(figsize=(9, 3 * len(indices)), layout="constrained")
     axes = fig.subplots(len(indices), 3, squeeze=False)
+    scaler = dataset.batch_transform()  # DN samples: scaled as the training recipes would
     for row, i in enumerate(indices):
         sample = dataset[int(i)]
+        if scaler is not None:
+            sample = scaler(sample)
         valid = sample["valid_mask"].all(dim=0).numpy()
         panels = [
             (

@@ -66,6 +66,11 @@ class RegistryDataModule(L.LightningDataModule):
     minority sampler, validation and test with ``DistributedSampler(shuffle=False)`` (as Lightning
     would: when the split's size is not a multiple of the world size, a few samples are counted
     twice; validate on one device for exact numbers).
+
+    A dataset whose samples need one more step on the device (``masked_bands`` with
+    ``output: dn``: scaling, normalisation and fill per batch) says so through its
+    ``batch_transform()``; the data module applies it in ``on_after_batch_transfer``, so the
+    model, the loss and the metrics see the same batches as with ready samples.
     """
 
     def __init__(
@@ -120,6 +125,8 @@ class RegistryDataModule(L.LightningDataModule):
         self.train_labels: Any = None  # (N, C) multi-hot of the train split, for the sampler
         self._train_loader_obj: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, not yet used
+        self._batch_transforms: dict[str, Any] = {}  # split -> its dataset's batch transform
+        self._moved: set[tuple[str, torch.device]] = set()  # (split, device) moved there
 
     def _create(self, split: str, kwargs: dict[str, Any]) -> Dataset:
         kwargs = {**self.common_kwargs, **kwargs}
@@ -168,6 +175,35 @@ class RegistryDataModule(L.LightningDataModule):
             self.build("val")
         elif stage in ("test", "predict"):
             self.build("test")
+
+    def _stage_split(self) -> str:
+        trainer = self.trainer  # None outside a Trainer
+        if trainer is None or trainer.training:
+            return "train"
+        if trainer.testing or trainer.predicting:
+            return "test"
+        return "val"  # validating, sanity checking
+
+    def batch_transform(self, split: str) -> Any:
+        """The ``batch_transform()`` of ``split``'s dataset (unwrapping ``Subset``s), or ``None``."""
+        if split not in self._batch_transforms:
+            ds: Any = self.build(split)
+            while isinstance(ds, Subset):
+                ds = ds.dataset
+            factory = getattr(ds, "batch_transform", None)
+            self._batch_transforms[split] = factory() if callable(factory) else None
+        return self._batch_transforms[split]
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        split = self._stage_split()
+        transform = self.batch_transform(split)
+        if transform is None:
+            return batch
+        device = batch["image"].device
+        if isinstance(transform, torch.nn.Module) and (split, device) not in self._moved:
+            transform.to(device)  # once per device, not once per batch
+            self._moved.add((split, device))
+        return transform(batch)
 
     def sample_channels(self) -> int:
         """Channels of the first training (or validation) sample's image."""
