@@ -317,9 +317,11 @@ def test_dense_task_rejects_bad_arguments() -> None:
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "satellite").exists(), reason="needs ../shared/data")
+@pytest.mark.parametrize("output", ["scaled", "dn"])
 def test_sentinel2_crossband_recipe_on_real_samples(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    output: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The recipe as shipped, and with raw-DN samples scaled by the data module per batch."""
     monkeypatch.chdir(REPO_ROOT)  # the recipe's scene path is relative to the repository
     scene = SHARED_DATA / "satellite" / "s2_l1c_19UDP_20170729" / "preview_{band}.jp2"
     trainer = _fit(
@@ -335,8 +337,10 @@ def test_sentinel2_crossband_recipe_on_real_samples(
             "--model.init_args.encoder_depth=3",
             "--model.init_args.decoder_channels=[16,8,8]",
             "--data.init_args.batch_size=2",
+            f"--data.init_args.common_kwargs.output={output}",
         ],
     )
+    assert trainer.datamodule.datasets["train"].output == output
     metrics = trainer.callback_metrics
     for key in ("val/psnr_B08", "val/rmse_B08", "val/ssim_B08", "val/loss"):
         assert torch.isfinite(metrics[key]), key
