@@ -365,3 +365,28 @@ def test_geotiff_read_paths_agree_with_rasterio(tmp_path):
     for i, (_, w) in enumerate(ds.patches):
         rows, cols = w.toslices()
         np.testing.assert_array_equal(ds[i]["image"][0].numpy(), dn[rows, cols])
+
+
+@pytest.mark.parametrize("output", ["scaled", "dn"])
+def test_bands_of_one_file_out_of_order_with_two_nodata_values(tmp_path, output):
+    """Channels of a multi-band file around another file's band (one read per channel), with
+    a declared and a user nodata value (the per-channel path, not the shared-nodata one)."""
+    rng = np.random.default_rng(1)
+    multi = rng.integers(1, 3000, (3, 12, 10)).astype(np.uint16)
+    multi[0, 0, :4] = 7  # declared nodata
+    multi[2, 5, 5] = 9  # the user's nodata
+    single = rng.integers(1, 3000, (12, 10)).astype(np.uint16)
+    a = write_raster(tmp_path / "a.tif", multi, nodata=7)
+    b = write_raster(tmp_path / "b.tif", single)
+    scene = Scene(inputs={"a1": (a, 1), "b": b, "a3": (a, 3)})
+    ds = MaskedBands(
+        [scene], ["a1", "b", "a3"], nodata=9, scale=1.0, output=output,
+        valid_mask_mode="per_band", require_valid_input=False,
+    )  # fmt: skip
+    sample = ds[0]
+    dn = np.stack([multi[0], single, multi[2]])
+    valid = (dn != 7) & (dn != 9)
+    np.testing.assert_array_equal(sample["valid_mask"].numpy(), valid)
+    expected = dn if output == "dn" else np.where(valid, dn, 0).astype(np.float32)
+    np.testing.assert_array_equal(sample["image"].numpy(), expected)
+    assert sample["valid_fraction"].item() == pytest.approx(valid.mean())

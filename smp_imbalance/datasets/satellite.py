@@ -90,7 +90,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -191,6 +191,43 @@ class _ResolvedScene:
     def inputs_then_targets(self) -> list[_Band]:
         """The input bands then the target bands: one read and one validity check per file."""
         return self.inputs + self.targets
+
+
+Role = Literal["inputs", "targets", "inputs_then_targets"]
+
+
+@dataclass(frozen=True)
+class _ReadStep:
+    """One read call: bands ``indexes`` of ``path`` into channels ``first:stop``."""
+
+    path: str
+    indexes: list[int]
+    first: int
+    stop: int
+    direct: bool  # GDAL writes straight into the output (same dtype, or an exact conversion)
+    checks: list[tuple[tuple[Any, ...], bool]]  # per channel: nodata DNs, whether NaN is nodata
+
+
+@dataclass(frozen=True)
+class _ReadPlan:
+    """How to read a scene's bands of one role into one dtype (built once, used per patch)."""
+
+    steps: list[_ReadStep]
+    channels: int
+    # every read direct and every channel with the same single nodata DN and no NaN (e.g.
+    # Sentinel-2's 0): one comparison over the whole stack
+    shared_nodata: tuple[Any] | None
+
+
+class _Patch(NamedTuple):
+    """One patch's arrays before fill, transform and normalisation."""
+
+    image: np.ndarray  # (C_in, H, W)
+    target: np.ndarray  # (C_out, H, W)
+    input_ok: np.ndarray  # (C_in, H, W) bool: each input band's validity (and the mask file's)
+    valid: np.ndarray  # (1 or C_out, H, W) bool: valid_mask
+    input_all_valid: bool  # input_ok is True throughout
+    all_valid: bool  # valid is True throughout
 
 
 def _open(path: str) -> rasterio.DatasetReader:
@@ -429,6 +466,7 @@ class MaskedBands(Dataset):
         self.transform = transform
         self.min_valid_fraction = float(min_valid_fraction)
         self._handles: dict[Any, Any] = {}
+        self._plans: dict[tuple[int, str, str | None], _ReadPlan] = {}  # see _plan
         self._pid = os.getpid()
 
         self.scenes = [
@@ -560,7 +598,7 @@ class MaskedBands(Dataset):
     def _drop_sparse_patches(self) -> None:
         kept = []
         for scene_index, window in self.patches:
-            *_, valid = self._read(scene_index, window)
+            valid = self._read(scene_index, window).valid
             if valid.mean() >= self.min_valid_fraction:
                 kept.append((scene_index, window))
         self.close()
@@ -629,58 +667,101 @@ class MaskedBands(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_handles"] = {}
+        state["_plans"] = {}  # keyed by id(scene): rebuilt for the unpickled scenes
         return state
 
     # -- reading ------------------------------------------------------------------------------
+    def _plan(self, scene: _ResolvedScene, role: Role, dn_dtype: np.dtype | None) -> _ReadPlan:
+        key = (id(scene), role, None if dn_dtype is None else dn_dtype.str)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        bands: list[_Band] = getattr(scene, role)
+        dtype = np.dtype(np.float32) if dn_dtype is None else dn_dtype
+        by_path: dict[str, list[int]] = {}
+        for c, band in enumerate(bands):
+            by_path.setdefault(band.path, []).append(c)
+        steps = []
+        for path, channels in by_path.items():
+            contiguous = channels == list(range(channels[0], channels[0] + len(channels)))
+            # a file's channels out of order in the output: one read per channel
+            for group in [channels] if contiguous else [[c] for c in channels]:
+                keys = [(path, bands[c].index) for c in group]
+                direct = all(
+                    scene.dtypes[k] == dtype  # no conversion at all
+                    or (  # exact conversion; resampling must happen on the native values
+                        dn_dtype is None and path not in scene.warped and scene.nodata_checks[k][2]
+                    )
+                    for k in keys
+                )
+                steps.append(
+                    _ReadStep(
+                        path,
+                        [i for _, i in keys],
+                        group[0],
+                        group[0] + len(group),
+                        direct,
+                        [scene.nodata_checks[k][:2] for k in keys],
+                    )
+                )
+        checks = {check for step in steps for check in step.checks}
+        (values, nan), *others = checks
+        shared = (
+            values
+            if not others and len(values) == 1 and not nan and all(s.direct for s in steps)
+            else None
+        )
+        plan = self._plans[key] = _ReadPlan(steps, len(bands), shared)
+        return plan
+
     def _read_bands(
-        self, scene: _ResolvedScene, bands: list[_Band], window: Window, dn_dtype: np.dtype | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """DNs (C, H, W) and their validity (C, H, W) bool (without the mask file). Bands of one
-        file are read in one call, straight into the output when GDAL's conversion is exact.
+        self, scene: _ResolvedScene, role: Role, window: Window, dn_dtype: np.dtype | None
+    ) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+        """DNs (C, H, W) of the ``role`` bands, their validity (C, H, W) bool (without the mask
+        file) and whether each channel is valid throughout (so that the common fully valid patch
+        skips later passes). Bands of one file are read in one call, straight into the output
+        when GDAL's conversion is exact.
 
         ``dn_dtype=None``: a float32 working copy for scaling, NaN/inf set to 0 (they are
         invalid, and the arithmetic fill needs finite values). Otherwise the DNs as recorded,
         in ``dn_dtype`` (``output="dn"``)."""
-        h, w = int(window.height), int(window.width)
-        working_copy = dn_dtype is None
-        dtype = np.dtype(np.float32) if dn_dtype is None else dn_dtype
-        data = np.empty((len(bands), h, w), dtype)
-        valid = np.empty((len(bands), h, w), bool)
-        by_path: dict[str, list[int]] = {}
-        for c, band in enumerate(bands):
-            by_path.setdefault(band.path, []).append(c)
-        for path, channels in by_path.items():
-            keys = [(path, bands[c].index) for c in channels]
-            reader = self._reader(scene, path)
-            first, stop = channels[0], channels[0] + len(channels)
-            if channels == list(range(first, stop)) and all(
-                scene.dtypes[k] == dtype  # no conversion at all
-                or (  # exact conversion; resampling must happen on the native values
-                    working_copy and path not in scene.warped and scene.nodata_checks[k][2]
-                )
-                for k in keys
-            ):
-                raw = reader.read([i for _, i in keys], window=window, out=data[first:stop])
-                converted = True
+        plan = self._plan(scene, role, dn_dtype)
+        shape = (plan.channels, int(window.height), int(window.width))
+        data = np.empty(shape, np.float32 if dn_dtype is None else dn_dtype)
+        valid = np.empty(shape, bool)
+        if plan.shared_nodata is not None:
+            for step in plan.steps:
+                reader = self._reader(scene, step.path)
+                reader.read(step.indexes, window=window, out=data[step.first : step.stop])
+            np.not_equal(data, plan.shared_nodata[0], out=valid)
+            if valid.all():
+                return data, valid, [True] * plan.channels
+            return data, valid, valid.reshape(plan.channels, -1).all(axis=1).tolist()
+        all_valid = [True] * plan.channels
+        for step in plan.steps:
+            reader = self._reader(scene, step.path)
+            if step.direct:
+                raw = reader.read(step.indexes, window=window, out=data[step.first : step.stop])
             else:
-                raw = reader.read([i for _, i in keys], window=window)  # (k, H, W) native
-                converted = False
-            for k, c in enumerate(channels):
-                values, nan, _ = scene.nodata_checks[keys[k]]
+                raw = reader.read(step.indexes, window=window)  # (k, H, W) native
+            for k, (values, nan) in enumerate(step.checks):
+                c = step.first + k
                 if values:
                     np.not_equal(raw[k], values[0], out=valid[c])
                     for value in values[1:]:
                         valid[c] &= raw[k] != value
                 else:
                     valid[c] = True
-                if not converted:
+                if not step.direct:
                     data[c] = raw[k]
                 if nan:
                     finite = np.isfinite(raw[k])
                     valid[c] &= finite
-                    if working_copy:
+                    if dn_dtype is None:
                         np.copyto(data[c], 0.0, where=~finite)
-        return data, valid
+                if values or nan:
+                    all_valid[c] = bool(valid[c].all())
+        return data, valid, all_valid
 
     def _read_mask(self, scene: _ResolvedScene, window: Window) -> np.ndarray | None:
         if scene.mask is None:
@@ -692,23 +773,22 @@ class MaskedBands(Dataset):
 
     def _read(
         self, scene_index: int, window: Window, output: Literal["scaled", "dn"] = "scaled"
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Image (C_in, H, W), target (C_out, H, W), input validity (C_in, H, W) bool and
-        ``valid_mask`` (1 or C_out, H, W) bool, before fill, transform and normalisation.
-        ``output="scaled"``: image and target scaled, float32; ``"dn"``: the recorded DNs in
-        ``dn_dtypes``."""
+    ) -> _Patch:
+        """The arrays of one patch before fill, transform and normalisation (see
+        :class:`_Patch`). ``output="scaled"``: image and target scaled, float32; ``"dn"``: the
+        recorded DNs in ``dn_dtypes``."""
         scene = self.scenes[scene_index]
         dn = output == "dn"
         in_dtype = self.dn_dtypes["inputs"] if dn else None
         out_dtype = self.dn_dtypes["targets"] if dn else None
         if in_dtype != out_dtype:
-            image, input_ok = self._read_bands(scene, scene.inputs, window, in_dtype)
-            target, target_ok = self._read_bands(scene, scene.targets, window, out_dtype)
+            image, input_ok, in_flags = self._read_bands(scene, "inputs", window, in_dtype)
+            target, target_ok, out_flags = self._read_bands(scene, "targets", window, out_dtype)
         elif scene.targets_are_inputs:  # gap filling, identity: read once
-            image, input_ok = self._read_bands(scene, scene.inputs, window, in_dtype)
-            target, target_ok = image.copy(), input_ok.copy()
+            image, input_ok, in_flags = self._read_bands(scene, "inputs", window, in_dtype)
+            target, target_ok, out_flags = image.copy(), input_ok.copy(), in_flags
         else:  # one buffer, so that the reads and checks of a file's bands are one call each
-            both, both_ok = self._read_bands(scene, scene.inputs_then_targets, window, in_dtype)
+            both, both_ok, flags = self._read_bands(scene, "inputs_then_targets", window, in_dtype)
             n_in = len(scene.inputs)
             image, target, input_ok, target_ok = (
                 both[:n_in],
@@ -716,18 +796,22 @@ class MaskedBands(Dataset):
                 both_ok[:n_in],
                 both_ok[n_in:],
             )
+            in_flags, out_flags = flags[:n_in], flags[n_in:]
+        input_all, target_all = all(in_flags), all(out_flags)
         mask_ok = self._read_mask(scene, window)
-        if mask_ok is not None:
+        if mask_ok is not None and not mask_ok.all():
             input_ok &= mask_ok
             target_ok &= mask_ok
-        if self.require_valid_input and not input_ok.all():
+            input_all = target_all = False
+        if self.require_valid_input and not input_all:
             target_ok &= np.logical_and.reduce(input_ok, axis=0)
+            target_all = False
         if self.valid_mask_mode == "shared" and len(target_ok) > 1:
             target_ok = np.logical_and.reduce(target_ok, axis=0, keepdims=True)
         if not dn:
             image = self._scale(image, self.offset)
             target = self._scale(target, self.target_offset)
-        return image, target, input_ok, target_ok
+        return _Patch(image, target, input_ok, target_ok, input_all, target_all)
 
     def _scale(self, dn: np.ndarray, offset: float) -> np.ndarray:
         """``clip((DN + offset) * scale)``, in place on a float32 array."""
@@ -756,14 +840,18 @@ class MaskedBands(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} patches")
         index %= len(self)
         scene_index, window = self.patches[index]
-        image, target, input_ok, valid = self._read(scene_index, window, self.output)
+        patch = self._read(scene_index, window, self.output)
+        image, target, input_ok, valid = patch.image, patch.target, patch.input_ok, patch.valid
+        input_all, valid_all = patch.input_all_valid, patch.all_valid
         scaled = self.output == "scaled"
         if self.transform is not None:
             if scaled:
                 # Invalid pixels first get the value that normalises to fill_value, so that no
                 # raw nodata value (e.g. -9999 * 1e-4) is interpolated into valid pixels.
-                _fill(image, input_ok, self._unnormalised_fill(self.mean, self.std))
-                _fill(target, valid, self._unnormalised_fill(self.target_mean, self.target_std))
+                fill = self._unnormalised_fill(self.mean, self.std)
+                _fill(image, input_ok, fill, input_all)
+                fill = self._unnormalised_fill(self.target_mean, self.target_std)
+                _fill(target, valid, fill, valid_all)
             hwc_image, out = apply_transform(
                 self.transform,
                 _hwc(image),
@@ -772,18 +860,18 @@ class MaskedBands(Dataset):
             )
             image, target = _chw(hwc_image, image.dtype), _chw(out["target"], target.dtype)
             valid, input_ok = _chw(out["valid_mask"], bool), _chw(out["input_valid"], bool)
+            input_all = valid_all = None  # e.g. padding: look again
         if scaled:
             _normalise(image, self.mean, self.std)
             _normalise(target, self.target_mean, self.target_std)
-            _fill(image, input_ok, np.float32(self.fill_value))
-            _fill(target, valid, np.float32(self.fill_value))
+            _fill(image, input_ok, np.float32(self.fill_value), input_all)
+            _fill(target, valid, np.float32(self.fill_value), valid_all)
         sample = {"image": torch.from_numpy(image), "target": torch.from_numpy(target)}
         if not scaled:  # the scaler fills the invalid inputs on the device
             sample["input_valid"] = torch.from_numpy(input_ok)
         sample["valid_mask"] = torch.from_numpy(valid)
-        sample["valid_fraction"] = torch.scalar_tensor(
-            np.count_nonzero(valid) / valid.size, dtype=torch.float32
-        )
+        fraction = 1.0 if valid_all else np.count_nonzero(valid) / valid.size
+        sample["valid_fraction"] = torch.scalar_tensor(fraction, dtype=torch.float32)
         return sample
 
     def batch_transform(self) -> BandScaler | None:
@@ -846,12 +934,12 @@ def _normalise(x: np.ndarray, mean: np.ndarray | None, std: np.ndarray | None) -
         x /= std[:, None, None]
 
 
-def _fill(x: np.ndarray, ok: np.ndarray, value: Any) -> None:
+def _fill(x: np.ndarray, ok: np.ndarray, value: Any, all_valid: bool | None = None) -> None:
     """``x = where(ok, x, value)`` in place, as ``x * ok + value * ~ok`` (exact because ``x`` is
     finite; ``np.copyto(where=)`` is up to 40x slower on scattered masks). ``ok`` broadcasts to
-    ``x``. A fully valid ``ok`` (most patches of a scene) returns at once: checking costs about a
-    tenth of the multiply."""
-    if ok.all():
+    ``x``. A fully valid ``ok`` (most patches of a scene) returns at once: ``all_valid`` when
+    the caller knows (True/False), else checked here (about a tenth of the multiply)."""
+    if all_valid or (all_valid is None and ok.all()):
         return
     np.multiply(x, ok, out=x)
     if np.any(value != 0):
@@ -913,7 +1001,8 @@ def band_statistics(
     n_in, n_out = len(dataset.input_bands), len(dataset.target_bands)
     sums = {"image": np.zeros((3, n_in)), "target": np.zeros((3, n_out))}
     for i in indices:
-        image, target, input_ok, valid = dataset._read(*dataset.patches[int(i)])
+        patch = dataset._read(*dataset.patches[int(i)])
+        image, target, input_ok, valid = patch.image, patch.target, patch.input_ok, patch.valid
         valid = np.broadcast_to(valid, target.shape)  # (C, H, W)
         for key, x, ok in (("image", image, input_ok), ("target", target, valid)):
             x64 = np.where(ok, x, 0.0).astype(np.float64)
