@@ -22,6 +22,7 @@ from smp_imbalance.datasets.protein import (
     COLOURS,
     NUM_CLASSES,
     ProteinAtlas,
+    _unit_float,
     preview_figure,
     read_hpa_csv,
 )
@@ -162,6 +163,16 @@ def test_sample_keys_shapes_and_exact_values() -> None:
     assert ds[-1]["id"] == FIXTURE_IDS[-1]
     with pytest.raises(IndexError):
         ds[4]
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (8, 8, 4)])
+def test_every_8bit_value_scales_to_the_rounded_quotient(shape: tuple[int, ...]) -> None:
+    """The look-up table gives x / 255 rounded once to float32, for all 256 values, in place."""
+    plane = np.arange(256, dtype=np.uint8).reshape(shape)
+    out = np.full((2, *shape), -1.0, np.float32)
+    assert _unit_float(plane, out[1]).base is out
+    np.testing.assert_array_equal(out[1], (plane / 255.0).astype(np.float32))
+    assert (out[0] == -1).all()
 
 
 @pytest.mark.parametrize(

@@ -69,17 +69,17 @@ class BandScaler(nn.Module):
     def _convert(
         self, dn: Tensor, valid: Tensor, offset: float, mean: Tensor | None, std: Tensor | None
     ) -> Tensor:
-        x = dn.to(torch.float32)
+        x = dn.to(torch.float32, copy=True)  # the one new tensor: the rest works in place
         if offset:
-            x = x + offset
-        x = x * self.scale
+            x.add_(offset)
+        x.mul_(self.scale)
         if self.clip is not None:
-            x = x.clamp(self.clip[0], self.clip[1])
+            x.clamp_(self.clip[0], self.clip[1])
         if mean is not None:
-            x = x - mean.to(x.device).view(-1, 1, 1)
+            x.sub_(mean.to(x.device).view(-1, 1, 1))
         if std is not None:
-            x = x / std.to(x.device).view(-1, 1, 1)
-        return torch.where(valid, x, self.fill_value)
+            x.div_(std.to(x.device).view(-1, 1, 1))
+        return x.masked_fill_(~valid, self.fill_value)
 
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         for key in ("image", "target", "input_valid", "valid_mask"):
