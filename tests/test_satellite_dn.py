@@ -304,43 +304,36 @@ def test_scaler_moves_with_to_and_keeps_no_state():
     assert moved.mean.dtype == torch.float64
 
 
+def dn_batch(channels: int = 2, valid_channels: int | None = None, valid_dtype=torch.bool):
+    """An unbatched DN sample of ``channels`` input bands and one target band, 2 x 2 pixels."""
+    valid_channels = channels if valid_channels is None else valid_channels
+    return {
+        "image": torch.zeros(channels, 2, 2),
+        "target": torch.zeros(1, 2, 2),
+        "input_valid": torch.ones(valid_channels, 2, 2, dtype=valid_dtype),
+        "valid_mask": torch.ones(1, 2, 2, dtype=torch.bool),
+    }
+
+
 @pytest.mark.parametrize(
     ("batch", "error", "match"),
     [
         ({"image": torch.zeros(1, 2, 2)}, ValueError, "has no 'target'"),
+        (dn_batch(valid_dtype=torch.float32), TypeError, "'input_valid' must be bool"),
         (
-            {
-                "image": torch.zeros(1, 2, 2),
-                "target": torch.zeros(1, 2, 2),
-                "input_valid": torch.ones(1, 2, 2),
-                "valid_mask": torch.ones(1, 2, 2, dtype=torch.bool),
-            },
-            TypeError,
-            "'input_valid' must be bool",
-        ),
-        (
-            {
-                "image": torch.zeros(2, 2, 2),
-                "target": torch.zeros(1, 2, 2),
-                "input_valid": torch.ones(1, 2, 2, dtype=torch.bool),
-                "valid_mask": torch.ones(1, 2, 2, dtype=torch.bool),
-            },
+            dn_batch(valid_channels=1),
             ValueError,
             r"input_valid \(1, 2, 2\) does not match image \(2, 2, 2\)",
         ),
         (
-            {
-                "image": torch.zeros(3, 2, 2),
-                "target": torch.zeros(1, 2, 2),
-                "input_valid": torch.ones(3, 2, 2, dtype=torch.bool),
-                "valid_mask": torch.ones(1, 2, 2, dtype=torch.bool),
-            },
+            dn_batch(channels=3),
             ValueError,
             r"image has shape \(3, 2, 2\) but the statistics are for 2 band",
         ),
     ],
 )
 def test_scaler_rejects_bad_batches(batch, error, match):
+    BandScaler(mean=[0.0, 0.0])(dn_batch())  # the well-formed batch passes
     with pytest.raises(error, match=match):
         BandScaler(mean=[0.0, 0.0])(batch)
 
