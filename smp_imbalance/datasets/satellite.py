@@ -60,7 +60,8 @@ target alike. The order is: read, scale, transform (on scaled data), normalise, 
 Raw DNs, scaled on the device
 -----------------------------
 ``output="dn"`` moves the arithmetic out of the sample: ``image`` and ``target`` hold the DNs as
-recorded (uint16 for Sentinel-2; numpy's promotion of the bands' types), invalid ones included, plus ``input_valid`` (C_in, H, W) bool; ``valid_mask`` and ``valid_fraction`` are as
+recorded (uint16 for Sentinel-2; numpy's promotion of the bands' types), invalid ones
+included, plus ``input_valid`` (C_in, H, W) bool; ``valid_mask`` and ``valid_fraction`` are as
 above. :meth:`MaskedBands.batch_transform` returns the
 :class:`~smp_imbalance.datasets.band_scaling.BandScaler` that turns a batch of such samples, on
 its device, into the values ``output="scaled"`` gives (equal values; the training recipes apply

@@ -185,7 +185,7 @@ class RegistryDataModule(L.LightningDataModule):
         return "val"  # validating, sanity checking
 
     def batch_transform(self, split: str) -> Any:
-        """The ``batch_transform()`` of ``split``'s dataset (unwrapping ``Subset``s), or ``None``."""
+        """The ``batch_transform()`` of ``split``'s dataset (``Subset``s unwrapped), or ``None``."""
         if split not in self._batch_transforms:
             ds: Any = self.build(split)
             while isinstance(ds, Subset):
