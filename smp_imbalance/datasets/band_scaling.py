@@ -2,9 +2,9 @@
 
 :class:`~smp_imbalance.datasets.satellite.MaskedBands` with ``output="dn"`` serves the recorded
 DNs (e.g. uint16) and the validity masks, and leaves the float arithmetic to :class:`BandScaler`,
-which runs once per batch wherever the batch is (the GPU, typically). A uint16 sample is half the
-bytes of a float32 one through the DataLoader's worker queues and the host-to-device copy, and
-the workers skip three passes over every pixel. The result is the sample ``output="scaled"``
+which runs once per batch wherever the batch is (the GPU, typically). Through the DataLoader's
+worker queues and the host-to-device copy, a uint16 input pixel and its validity take 3 bytes
+instead of 4 and a target pixel 2 instead of 4; the workers skip the float passes. The result is the sample ``output="scaled"``
 would have given, value for value (tested for equality).
 """
 

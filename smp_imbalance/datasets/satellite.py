@@ -65,9 +65,10 @@ included, plus ``input_valid`` (C_in, H, W) bool; ``valid_mask`` and ``valid_fra
 above. :meth:`MaskedBands.batch_transform` returns the
 :class:`~smp_imbalance.datasets.band_scaling.BandScaler` that turns a batch of such samples, on
 its device, into the values ``output="scaled"`` gives (equal values; the training recipes apply
-it after the host-to-device copy). The DataLoader then carries half the bytes, and the workers
-skip the float passes; on a CPU-only run the work only moves to the main process, so keep
-``"scaled"`` there. The transform sees the DNs: the default recipes (crops, flips, 90-degree
+it after the host-to-device copy). The DataLoader then carries 3 bytes an input pixel instead
+of 4 (uint16 DN + validity) and 2 a target pixel instead of 4, and the workers skip the float
+passes; on a CPU-only run the work only moves to the main process, so keep ``"scaled"``
+there. The transform sees the DNs: the default recipes (crops, flips, 90-degree
 rotations) are exact on them; a transform that interpolates would mix nodata DNs into their
 neighbours, which ``"scaled"`` avoids by filling first.
 
