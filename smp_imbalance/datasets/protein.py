@@ -416,9 +416,7 @@ _UNIT_LUT = np.divide(np.arange(256, dtype=np.uint8), 255, dtype=np.float32)
 def _unit_float(plane: np.ndarray, out: np.ndarray) -> np.ndarray:
     """uint8 (H, W[, C]) -> float32 ``x / 255`` written into ``out`` (a table look-up:
     ``cv2.LUT`` is faster than the division and gives the same values)."""
-    result = cv2.LUT(plane, _UNIT_LUT, dst=out)
-    if result is not out:  # OpenCV allocated anew (never seen for a matching dst): copy
-        np.copyto(out, result)
+    cv2.LUT(plane, _UNIT_LUT, dst=out)  # a contiguous dst of the right size: filled in place
     return out
 
 

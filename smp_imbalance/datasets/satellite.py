@@ -188,6 +188,8 @@ class _ResolvedScene:
         default_factory=dict
     )
     dtypes: dict[tuple[str, int], np.dtype] = field(default_factory=dict)  # each band's DN dtype
+    # (role, dtype or None) -> how to read those bands (built on first use: MaskedBands._plan)
+    plans: dict[tuple[str, str | None], _ReadPlan] = field(default_factory=dict)
 
     @property
     def inputs_then_targets(self) -> list[_Band]:
@@ -468,16 +470,12 @@ class MaskedBands(Dataset):
         self.transform = transform
         self.min_valid_fraction = float(min_valid_fraction)
         self._handles: dict[Any, Any] = {}
-        self._plans: dict[tuple[int, str, str | None], _ReadPlan] = {}  # see _plan
         self._pid = os.getpid()
 
         self.scenes = [
             self._resolve_scene(Scene.coerce(s, f"scenes[{i}]"), i) for i, s in enumerate(scenes)
         ]
-        self.dn_dtypes = {
-            role: self._dn_dtype(role, [(s, getattr(s, role)) for s in self.scenes])
-            for role in ("inputs", "targets")
-        }
+        self.dn_dtypes = {role: self._dn_dtype(role) for role in ("inputs", "targets")}
         self.patch_size = None if patch_size is None else _pair(patch_size, "patch_size")
         step = stride if stride is not None else patch_size
         self.stride = None if step is None else _pair(step, "stride")
@@ -498,9 +496,13 @@ class MaskedBands(Dataset):
             raise ValueError(f"{name} has duplicates: {list(bands)}")
         return list(bands)
 
-    def _dn_dtype(self, role: str, bands: list[tuple[_ResolvedScene, list[_Band]]]) -> np.dtype:
+    def _dn_dtype(self, role: Literal["inputs", "targets"]) -> np.dtype:
         """The dtype holding every DN of the ``role`` bands of all scenes (``output="dn"``)."""
-        found = {(b.path, b.name): s.dtypes[(b.path, b.index)] for s, group in bands for b in group}
+        found = {
+            (b.path, b.name): s.dtypes[(b.path, b.index)]
+            for s in self.scenes
+            for b in getattr(s, role)
+        }
         dtype = np.result_type(*found.values())
         if self.output == "dn" and dtype.kind not in "uif":
             kinds = {f"{name} ({path})": str(dt) for (path, name), dt in found.items()}
@@ -669,13 +671,12 @@ class MaskedBands(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_handles"] = {}
-        state["_plans"] = {}  # keyed by id(scene): rebuilt for the unpickled scenes
         return state
 
     # -- reading ------------------------------------------------------------------------------
     def _plan(self, scene: _ResolvedScene, role: Role, dn_dtype: np.dtype | None) -> _ReadPlan:
-        key = (id(scene), role, None if dn_dtype is None else dn_dtype.str)
-        plan = self._plans.get(key)
+        key = (role, None if dn_dtype is None else dn_dtype.str)
+        plan = scene.plans.get(key)
         if plan is not None:
             return plan
         bands: list[_Band] = getattr(scene, role)
@@ -713,7 +714,7 @@ class MaskedBands(Dataset):
             if not others and len(values) == 1 and not nan and all(s.direct for s in steps)
             else None
         )
-        plan = self._plans[key] = _ReadPlan(steps, len(bands), shared)
+        plan = scene.plans[key] = _ReadPlan(steps, len(bands), shared)
         return plan
 
     def _read_bands(

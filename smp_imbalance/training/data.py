@@ -126,7 +126,6 @@ class RegistryDataModule(L.LightningDataModule):
         self._train_loader_obj: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, not yet used
         self._batch_transforms: dict[str, Any] = {}  # split -> its dataset's batch transform
-        self._moved: set[tuple[str, torch.device]] = set()  # (split, device) moved there
 
     def _create(self, split: str, kwargs: dict[str, Any]) -> Dataset:
         kwargs = {**self.common_kwargs, **kwargs}
@@ -199,10 +198,8 @@ class RegistryDataModule(L.LightningDataModule):
         transform = self.batch_transform(split)
         if transform is None:
             return batch
-        device = batch["image"].device
-        if isinstance(transform, torch.nn.Module) and (split, device) not in self._moved:
-            transform.to(device)  # once per device, not once per batch
-            self._moved.add((split, device))
+        if isinstance(transform, torch.nn.Module):
+            transform.to(batch["image"].device)  # a no-op once its buffers are there
         return transform(batch)
 
     def sample_channels(self) -> int:
