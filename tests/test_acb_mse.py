@@ -700,7 +700,7 @@ def test_fused_compiled_kernels_match_eager(fused):
             p, t = sparse((4, 3, 16, 12), 0.1, dtype=dtype)
             p_eager = p.detach().clone().requires_grad_()
             mask = None if mask_shape is None else torch.rand(mask_shape) < 0.7
-            fused_loss = ACBMSELoss(**kwargs)(p, t, mask)
+            fused_loss = ACBMSELoss(**kwargs, fused=True)(p, t, mask)
             eager_loss = ACBMSELoss(**kwargs, fused=False)(p_eager, t, mask)
             torch.testing.assert_close(fused_loss, eager_loss, rtol=1e-5, atol=1e-7)
             grad = torch.rand_like(fused_loss)
@@ -710,10 +710,10 @@ def test_fused_compiled_kernels_match_eager(fused):
         graphs = counters["stats"]["unique_graphs"]
         assert graphs > 0  # it did compile
         p, t = sparse((4, 3, 16, 12), 0.1)
-        # The first case's signature again: its third call runs the dynamo-free kernels.
+        # The first case's signature again, with new weights: no recompile.
         for weights, tol in [((0.2, 5.0), 0.0), ((3.0, 0.1), 0.25), ((1.0, 0.5), 0.1)]:
             p_eager = p.detach().clone().requires_grad_()
-            fused_loss = ACBMSELoss(*weights, zero_tolerance=tol)(p, t)
+            fused_loss = ACBMSELoss(*weights, zero_tolerance=tol, fused=True)(p, t)
             eager_loss = ACBMSELoss(*weights, zero_tolerance=tol, fused=False)(p_eager, t)
             torch.testing.assert_close(fused_loss, eager_loss, rtol=1e-5, atol=1e-7)
             p.grad = None
@@ -722,4 +722,18 @@ def test_fused_compiled_kernels_match_eager(fused):
             torch.testing.assert_close(p.grad, p_eager.grad, rtol=1e-5, atol=1e-7)
         assert counters["stats"]["unique_graphs"] == graphs
     for kernel in (acb_functional._FORWARD, acb_functional._BACKWARD):
-        assert kernel.direct_failed is None and kernel.direct_signatures == 1
+        assert kernel.failed is None
+
+
+def test_valid_mask_keyword_and_deprecated_mask():
+    """``valid_mask=`` is the keyword of every dense loss; ``mask=`` still works, with a warning
+    naming the new keyword."""
+    p, t = sparse((2, 1, 4, 4), 0.3)
+    mask = torch.rand(2, 1, 4, 4) < 0.6
+    loss = ACBMSELoss(0.5, 2.0)
+    expected = loss(p, t, valid_mask=mask)
+    torch.testing.assert_close(loss(p, t, mask), expected)
+    with pytest.warns(DeprecationWarning, match="valid_mask"):
+        torch.testing.assert_close(loss(p, t, mask=mask), expected)
+    with pytest.raises(TypeError, match="valid_mask"):
+        loss(p, t, valid_mask=mask, mask=mask)

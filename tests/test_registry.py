@@ -41,7 +41,19 @@ def test_fixed_names_are_registered() -> None:
 @pytest.mark.parametrize(
     ("pattern", "expected"),
     [
-        ("smp.*", ["smp.dice", "smp.focal", "smp.jaccard", "smp.lovasz", "smp.tversky"]),
+        (
+            "smp.*",
+            [
+                "smp.dice",
+                "smp.focal",
+                "smp.jaccard",
+                "smp.lovasz",
+                "smp.mcc",
+                "smp.soft_bce",
+                "smp.soft_ce",
+                "smp.tversky",
+            ],
+        ),
         ("sam*", ["sam", "sam_mse"]),
         (["acb_*", "crl"], ["acb_mse", "crl"]),
         ("nothing*", []),

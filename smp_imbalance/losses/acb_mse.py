@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -36,7 +37,7 @@ class ACBMSELoss(nn.Module):
         loss = sum_k w_k * sum_{i in class k} (y_pred_i - y_true_i)^2 / max(n_k, 1)
 
     With two classes ``w = (zero_weighting, nonzero_weighting)``. A class with no pixel
-    contributes exactly 0. Pixels where ``mask`` is ``False`` belong to no class.
+    contributes exactly 0. Pixels where ``valid_mask`` is ``False`` belong to no class.
 
     By default (``pooling="batch"``) the classes are pooled over the whole batch and the result
     equals ``acb_mse.ACBLoss`` (the published package, 1.0.6) wherever that package returns a
@@ -72,16 +73,26 @@ class ACBMSELoss(nn.Module):
             statistic of the whole batch and has no per-sample values (its class means mix
             samples), so ``"sum"``/``"none"`` raise ``ValueError`` pointing to
             ``pooling="sample"``.
-        fused: run the compiled kernels with the hand-written backward (see
-            :mod:`smp_imbalance.losses.functional.acb`); ``False`` runs plain eager tensor maths
-            (the same values, slower, and twice differentiable).
+        fused: opt-in fast path (default ``False``: plain eager tensor maths, no compilation,
+            twice differentiable). ``True`` runs the forward and the hand-written backward
+            (see :mod:`smp_imbalance.losses.functional.acb`) through
+            ``torch.compile(fullgraph=True)``: the same values, a one-time compile of seconds
+            on first call, then faster (see BENCHMARKS.md).
+
+    Defaults: two classes split at exact zero (``zero_tolerance=0``), equal weights 1,
+    ``pooling="batch"`` (the published package's behaviour), eager.
 
     Shapes:
         ``y_pred``: ``(N, *)``, e.g. ``(N, C, H, W)``, floating point (float16/bfloat16 are
         computed in float32, float64 stays float64). ``y_true``: the same shape, floating point
-        or integer (gradient only for floating point). ``mask``: optional bool, broadcastable
-        to ``y_true`` (e.g. ``(N, 1, H, W)``). Output: scalar, or ``(N,)`` with
-        ``pooling="sample", reduction="none"``; float32 or float64.
+        or integer (gradient only for floating point). ``valid_mask``: optional bool,
+        broadcastable to ``y_true`` (e.g. ``(N, 1, H, W)``); ``None`` counts every pixel.
+        Output: scalar, or ``(N,)`` with ``pooling="sample", reduction="none"``; float32 or
+        float64.
+
+    ``forward(y_pred, y_true, valid_mask=None)`` is the calling convention of every dense loss
+    in this package; the old keyword ``mask=`` still works for one release with a
+    ``DeprecationWarning``.
     """
 
     def __init__(
@@ -93,7 +104,7 @@ class ACBMSELoss(nn.Module):
         class_weights: Sequence[float] | None = None,
         pooling: str = "batch",
         reduction: str = "mean",
-        fused: bool = True,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         check_choice("pooling", pooling, POOLINGS)
@@ -149,8 +160,26 @@ class ACBMSELoss(nn.Module):
         return self._constants[key]
 
     def forward(
-        self, y_pred: torch.Tensor, y_true: torch.Tensor, mask: torch.Tensor | None = None
+        self,
+        y_pred: torch.Tensor,
+        y_true: torch.Tensor,
+        valid_mask: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Loss of ``y_pred`` against ``y_true`` over the pixels where ``valid_mask`` is True.
+
+        ``mask`` is the deprecated name of ``valid_mask`` (removed in the next release)."""
+        if mask is not None:
+            if valid_mask is not None:
+                raise TypeError("pass valid_mask only (mask is its deprecated name), not both")
+            warnings.warn(
+                "ACBMSELoss.forward(mask=...) is deprecated; use valid_mask=... (the keyword "
+                "of every dense loss in smp_imbalance)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            valid_mask = mask
         check_tensor("y_pred", y_pred)
         check_tensor("y_true", y_true, floating=False)
         if y_true.dtype == torch.bool or y_true.is_complex():
@@ -160,10 +189,10 @@ class ACBMSELoss(nn.Module):
             raise ValueError(f"y_pred is on {y_pred.device} but y_true is on {y_true.device}")
         if self.pooling == "sample" and y_pred.dim() == 0:
             raise ValueError("pooling='sample' needs a batch dimension: y_pred is 0-dimensional")
-        if mask is not None:
-            check_mask(mask, y_true)
+        if valid_mask is not None:
+            check_mask(valid_mask, y_true, name="valid_mask")
         weights, boundaries = self._tensors(y_pred.device, compute_dtype(y_pred))
-        args = (y_pred, y_true, weights, boundaries, mask, self.pooling, self.reduction)
+        args = (y_pred, y_true, weights, boundaries, valid_mask, self.pooling, self.reduction)
         if self.fused and not torch.compiler.is_compiling():
             return acb_mse_fused(*args)
         return acb_mse(*args)

@@ -102,8 +102,10 @@ class ClassRectificationLoss(nn.Module):
 
     Args:
         mode: ``"multilabel"`` (target ``(N, C)`` float multi-hot) or ``"multiclass"`` (target
-            ``(N,)`` integer class indices); ``None`` infers it from the target (and from
-            ``class_counts``: ``num_samples`` given means multi-label).
+            ``(N,)`` integer class indices); ``None`` infers it from each target's shape and
+            dtype, and from ``class_counts`` with ``num_samples`` (multi-label).
+            ``class_counts`` without ``num_samples`` need ``mode="multiclass"``: the counts
+            alone cannot tell the two apart, so that raises ``ValueError`` at construction.
         alpha: weight of the CRL term in ``[0, 1]``. Default: ``eta * imbalance_measure(...)``
             when ``class_counts`` is given, else 0.5.
         class_counts: per-class sample counts of the training set, to derive ``alpha``.
@@ -135,12 +137,16 @@ class ClassRectificationLoss(nn.Module):
             must match their scale (pooled CNN features have norms of tens: a margin of 0.5
             is then almost no margin, and the hinge pushes the feature scale instead). The
             distribution criterion always normalises (its histogram spans ``[0, 2]``).
-        fused: for the default configuration (multi-label, class-level, relative), compute the
-            CRL term as one compiled graph (a :class:`~smp_imbalance.losses._compile.FusedKernel`:
-            a one-time compile of seconds, once more for a batch size seen three times and when
-            the batch size first changes; an eager fallback with one warning where compilation
-            is unavailable; eager inside a caller's own ``torch.compile``).
-            ``False``, or ``SMP_IMBALANCE_COMPILE=0``, runs the same maths eagerly.
+        fused: opt-in, for the default configuration (multi-label, class-level, relative):
+            compute the CRL term as one ``torch.compile(fullgraph=True)`` graph (a
+            :class:`~smp_imbalance.losses._compile.FusedKernel`: a one-time compile of seconds,
+            once more when the batch size first changes; an eager fallback with one warning
+            where compilation is unavailable; eager inside a caller's own ``torch.compile``).
+            ``False`` (default), or ``SMP_IMBALANCE_COMPILE=0``, runs the same maths eagerly.
+
+    Defaults: ``alpha=0.5`` unless ``class_counts`` derive it, class-level mining with the
+    relative criterion, ``k=25``, ``rho=0.5``, ``margin=0.5``, BCE (multi-label) or CE
+    (single-label) base, eager.
 
     Shapes:
         logits ``(N, C)``; target ``(N, C)`` or ``(N,)``; features ``(N, D)`` (instance-level
@@ -166,7 +172,7 @@ class ClassRectificationLoss(nn.Module):
         sync_dist: bool = False,
         features_from: nn.Module | None = None,
         normalize_features: bool = True,
-        fused: bool = True,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         if mode is not None:
@@ -188,8 +194,14 @@ class ClassRectificationLoss(nn.Module):
                     "pass either alpha or class_counts (alpha = eta * Omega), not both"
                 )
             check_non_negative("eta", eta)
+            if mode is None and num_samples is None:
+                raise ValueError(
+                    "class_counts alone do not say whether they are multi-label or single-label "
+                    "counts: pass num_samples=<training-set size> (multi-label counts), or "
+                    "mode='multiclass' (single-label counts)"
+                )
             if mode is None:
-                mode = "multiclass" if num_samples is None else "multilabel"
+                mode = "multilabel"
             if mode == "multilabel" and num_samples is None:
                 raise ValueError("multi-label class_counts need num_samples (the dataset size)")
             omega = imbalance_measure(class_counts, num_samples if mode == "multilabel" else None)

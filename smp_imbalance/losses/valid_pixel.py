@@ -9,8 +9,10 @@ Three registered names, thin modules over :mod:`smp_imbalance.losses.functional.
 * ``sam_mse`` -- :class:`SAMMSELoss`, ``alpha * sam + beta * valid_pixel(mse)``.
 
 Validity: the ``valid_mask`` passed to ``forward`` (bool, broadcastable to the target), else
-``(y_true > threshold) & isfinite(y_true)``. With the default ``threshold=0`` the Sentinel-2
-nodata value (DN 0) is invalid; note the strict ``>``, where the seed also uses ``>= 0``.
+every finite pixel of ``y_true``. A value rule applies only when asked for: with ``threshold=t``
+a pixel is also invalid where ``y_true <= t`` (strict ``>``; ``threshold=0`` makes the
+Sentinel-2 nodata value, DN 0, invalid, as the satellite recipes set it). There is no such rule
+by default: on a standardised target it would silently drop about half of the pixels.
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ class ValidPixelWeightedLoss(nn.Module):
             loss (same shape). A callable runs eagerly, never through the fused kernel; it is
             evaluated at ``(1, 1)`` on invalid pixels (result discarded), so it must be finite
             there.
-        threshold: default validity rule ``y_true > threshold`` (and finite).
+        threshold: ``None`` (default): without ``valid_mask`` every finite pixel is valid.
+            A number ``t``: without ``valid_mask`` a pixel is valid where ``y_true > t`` (and
+            finite), e.g. ``threshold=0`` for Sentinel-2 DN where 0 is nodata. Ignored when a
+            ``valid_mask`` is passed.
         weight_power: exponent of the valid ratio, ``>= 0``.
         granularity: ``"channel"`` or ``"sample"``.
         reduction: ``"mean"`` -- the weighted mean above (scalar); ``"sum"`` -- ``sum_g w_g L_g``
@@ -59,10 +64,14 @@ class ValidPixelWeightedLoss(nn.Module):
             All-invalid input gives 0, attached to the graph.
         delta: Huber threshold, ``> 0``.
         eps: Charbonnier smoothing, ``> 0``.
-        fused: run the named bases through ``torch.compile``'d forward and backward kernels
-            (same values; about one pass over memory each; once differentiable).
-            ``False`` runs plain eager autograd (use it for double backward). Inside your own
-            ``torch.compile`` region the plain maths is traced either way.
+        fused: opt-in fast path. ``False`` (default): plain eager autograd, no compilation
+            (twice differentiable). ``True``: the named bases run through
+            ``torch.compile(fullgraph=True)``'d forward and backward kernels (same values; about
+            one pass over memory each; a one-time compile of seconds; once differentiable).
+            Inside your own ``torch.compile`` region the plain maths is traced either way.
+
+    Defaults: ``base="mse"``, no value rule (``threshold=None``), ``weight_power=0.5`` (the
+    published square root), one group per ``(sample, channel)``, eager.
 
     Shape:
         ``y_pred``, ``y_true``: ``(N, C, *)`` floating point, identical shapes;
@@ -74,13 +83,13 @@ class ValidPixelWeightedLoss(nn.Module):
         self,
         base: str | ElementwiseLoss = "mse",
         *,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         weight_power: float = 0.5,
         granularity: str = "channel",
         reduction: str = "mean",
         delta: float = 1.0,
         eps: float = 1e-3,
-        fused: bool = True,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         check_options(
@@ -91,7 +100,7 @@ class ValidPixelWeightedLoss(nn.Module):
             base=base,
         )
         self.base = base
-        self.threshold = float(threshold)
+        self.threshold = None if threshold is None else float(threshold)
         self.weight_power = float(weight_power)
         self.granularity = granularity
         self.reduction = reduction
@@ -142,6 +151,9 @@ class SpectralAngleLoss(nn.Module):
             (``"none"`` gives the per-sample mean angle, ``(N,)``).
         eps: norms below ``eps`` are taken as ``eps``, ``> 0``.
 
+    Defaults: no value rule (``threshold=None``: every finite pixel is valid without a
+    ``valid_mask``), ``weight_power=0.5``, ``eps=1e-8``, eager.
+
     Shape:
         ``(N, C, *)`` with ``C >= 2``; ``valid_mask`` as in :class:`ValidPixelWeightedLoss`.
     """
@@ -149,15 +161,15 @@ class SpectralAngleLoss(nn.Module):
     def __init__(
         self,
         *,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         weight_power: float = 0.5,
         reduction: str = "mean",
         eps: float = 1e-8,
-        fused: bool = True,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         check_options(weight_power=weight_power, reduction=reduction, threshold=threshold)
-        self.threshold = float(threshold)
+        self.threshold = None if threshold is None else float(threshold)
         self.weight_power = float(weight_power)
         self.reduction = reduction
         self.eps = check_positive("eps", eps)
@@ -199,6 +211,12 @@ class SAMMSELoss(nn.Module):
         threshold, weight_power, granularity, reduction, fused: as in
             :class:`ValidPixelWeightedLoss`.
         eps: as in :class:`SpectralAngleLoss`.
+
+    Defaults: ``alpha = beta = 1``, no value rule (``threshold=None``), ``weight_power=0.5``,
+    one MSE group per ``(sample, channel)``, eager.
+
+    Shape:
+        as :class:`SpectralAngleLoss`: ``(N, C, *)`` with ``C >= 2``, ``valid_mask`` optional.
     """
 
     def __init__(
@@ -206,12 +224,12 @@ class SAMMSELoss(nn.Module):
         alpha: float = 1.0,
         beta: float = 1.0,
         *,
-        threshold: float = 0.0,
+        threshold: float | None = None,
         weight_power: float = 0.5,
         granularity: str = "channel",
         reduction: str = "mean",
         eps: float = 1e-8,
-        fused: bool = True,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         check_options(
@@ -224,7 +242,7 @@ class SAMMSELoss(nn.Module):
         self.beta = check_non_negative("beta", beta)
         if self.alpha == 0 and self.beta == 0:
             raise ValueError("alpha and beta are both 0: the loss would be identically 0")
-        self.threshold = float(threshold)
+        self.threshold = None if threshold is None else float(threshold)
         self.weight_power = float(weight_power)
         self.granularity = granularity
         self.reduction = reduction

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import lightning as L
@@ -55,20 +54,11 @@ def _freeze_unused_parameters(net: nn.Module, in_channels: int, divisor: int) ->
     return unused
 
 
-def _mask_argument(loss: nn.Module) -> str | None:
-    """The name of the loss's valid-mask keyword (``mask`` / ``valid_mask``), if it takes one."""
-    try:
-        params = inspect.signature(loss.forward).parameters
-    except (TypeError, ValueError):
-        return None
-    return next((name for name in ("valid_mask", "mask") if name in params), None)
-
-
 class DenseTask(TimmOptimMixin, L.LightningModule):
     """An ``smp.create_model`` network trained with a loss chosen by registry name.
 
     Batches are dicts from our datasets: ``image`` (N, C_in, H, W), ``target`` (N, C_out, H, W) or
-    (N, H, W) class indices, and optionally ``valid_mask`` (passed to losses that take a mask) and
+    (N, H, W) class indices, and optionally ``valid_mask`` (passed to the loss as ``valid_mask=``) and
     the detector's ``signal_mask`` / ``noise_mask`` (used by its metrics).
 
     Args:
@@ -85,7 +75,11 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
             predict) a pixel is kept whole when its gate exceeds ``gate_threshold``, else
             dropped. Segmentation outputs stay logits.
         gate_threshold: the keep decision of the ``gate`` output in eval mode.
-        loss: a registered loss name (``smp-imbalance losses``) or an ``nn.Module``.
+        loss: a registered loss name (``smp-imbalance losses``) or an ``nn.Module``, e.g.
+            ``{class_path: smp_imbalance.LossByName, init_args: {name: smp.dice},
+            dict_kwargs: {mode: binary}}`` (the form that works in any LightningCLI config).
+            It is called ``loss(pred, target, valid_mask=mask)`` when the batch has a
+            ``valid_mask``, else ``loss(pred, target)``.
         loss_kwargs: keywords for a loss given by name.
         metrics: ``detector`` (hit metrics), ``satellite`` (masked per-band metrics),
             ``segmentation`` or ``none``.
@@ -155,7 +149,6 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
         self.divisor = 2**encoder_depth
         self.frozen_unused = _freeze_unused_parameters(self.net, in_channels, self.divisor)
         self.loss_fn = build_loss(loss, loss_kwargs)
-        self.loss_mask_arg = _mask_argument(self.loss_fn)
         self.val_metrics = self._build_metrics(metrics, metric_kwargs or {})
 
     # -- model ----------------------------------------------------------------------------------
@@ -214,11 +207,13 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
 
     # -- steps ----------------------------------------------------------------------------------
     def _loss(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.loss_mask_arg is not None:
-            mask = next((batch[k] for k in MASK_KEYS if k in batch), None)
-            if mask is not None:
-                return self.loss_fn(pred, batch["target"], **{self.loss_mask_arg: mask})
-        return self.loss_fn(pred, batch["target"])
+        """Every registered dense loss is called the same way: ``loss(pred, target,
+        valid_mask=...)``; a batch with no mask calls ``loss(pred, target)``, which any loss
+        module accepts."""
+        mask = next((batch[k] for k in MASK_KEYS if k in batch), None)
+        if mask is None:
+            return self.loss_fn(pred, batch["target"])
+        return self.loss_fn(pred, batch["target"], valid_mask=mask)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         pred = self(batch["image"])

@@ -87,15 +87,21 @@ GRANULARITIES = ("channel", "sample")
 # --------------------------------------------------------------------------------------------
 
 
-def default_valid_mask(y_true: torch.Tensor, threshold: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """``(y_true > threshold) & isfinite(y_true)``: the default validity rule, same shape as
-    ``y_true``.
+def default_valid_mask(
+    y_true: torch.Tensor, threshold: float | torch.Tensor | None = None
+) -> torch.Tensor:
+    """The validity rule without a ``valid_mask``, same shape as ``y_true``: ``isfinite(y_true)``,
+    and ``y_true > threshold`` too when a ``threshold`` is given.
 
     Strictly greater: with ``threshold=0`` a digital number of 0 (Sentinel-2 nodata) is invalid.
     (The seed tests ``>= 0`` in one place and ``> threshold`` in another; we follow the latter.)
-    NaN and +-inf targets are invalid.
+    NaN and +-inf targets are always invalid. ``threshold=None`` (or ``-inf``) applies no value
+    rule.
     """
-    return (y_true > threshold) & torch.isfinite(y_true)
+    finite = torch.isfinite(y_true)
+    if threshold is None:
+        return finite
+    return (y_true > threshold) & finite
 
 
 def _squared_error(p: torch.Tensor, t: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
@@ -144,7 +150,8 @@ def elementwise_loss(
 
 def _valid(y_true: torch.Tensor, valid_mask: torch.Tensor | None, threshold: torch.Tensor):
     if valid_mask is None:
-        return default_valid_mask(y_true, threshold)
+        # threshold is a tensor here; -inf stands for "no value rule" (-inf < every finite t)
+        return (y_true > threshold) & torch.isfinite(y_true)
     return valid_mask.expand(y_true.shape)
 
 
@@ -420,7 +427,7 @@ def check_options(
     *,
     weight_power: float,
     reduction: str,
-    threshold: float = 0.0,
+    threshold: float | None = None,
     granularity: str = "channel",
     base: str | ElementwiseLoss = "mse",
 ) -> None:
@@ -428,9 +435,11 @@ def check_options(
     check_non_negative("weight_power", weight_power)
     check_reduction(reduction)
     check_choice("granularity", granularity, GRANULARITIES)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a real number, got {type(threshold).__name__}")
-    if math.isnan(threshold):
+    if threshold is None:
+        pass
+    elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold must be None or a real number, got {type(threshold).__name__}")
+    elif math.isnan(threshold):
         raise ValueError("threshold must not be NaN")
     if not callable(base):
         check_choice("base", base, BASE_LOSSES)
@@ -453,6 +462,11 @@ def _check_inputs(
         check_mask(valid_mask, y_true, name="valid_mask")
 
 
+def _threshold(threshold: float | None) -> float:
+    """``None`` (no value rule) as ``-inf``: ``y_true > -inf`` holds for every finite target."""
+    return -math.inf if threshold is None else threshold
+
+
 def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     # A 0-dim tensor made on the device by a fill (no host-to-device copy); as a tensor it is a
     # graph input, so a new value does not recompile the fused kernel.
@@ -465,13 +479,13 @@ def valid_pixel_loss(
     valid_mask: torch.Tensor | None = None,
     *,
     base: str | ElementwiseLoss = "mse",
-    threshold: float = 0.0,
+    threshold: float | None = None,
     weight_power: float = 0.5,
     granularity: str = "channel",
     reduction: str = "mean",
     delta: float = 1.0,
     eps: float = 1e-3,
-    fused: bool = True,
+    fused: bool = False,
 ) -> torch.Tensor:
     """Valid-pixel weighted loss (see the module docstring for the formula).
 
@@ -479,13 +493,14 @@ def valid_pixel_loss(
         y_pred: ``(N, C, *)`` floating-point prediction.
         y_true: ``(N, C, *)`` floating-point target, same shape.
         valid_mask: optional bool mask broadcastable to ``y_true`` (e.g. ``(N, 1, H, W)``);
-            default ``(y_true > threshold) & isfinite(y_true)``.
+            default: every finite pixel of ``y_true`` (and ``y_true > threshold`` when a
+            ``threshold`` is given).
         base: ``"mse"``, ``"l1"``, ``"huber"`` (``delta``), ``"charbonnier"`` (``eps``), or a
             callable ``f(pred, target) -> same-shape tensor`` (run eagerly).
         granularity: ``"channel"``: a group per ``(sample, channel)``; ``"sample"``: per sample.
         reduction: ``"mean"`` (scalar), ``"sum"`` (scalar) or ``"none"`` (``(N,)``), as in
             :func:`weighted_group_mean`.
-        fused: run the named bases through the compiled kernel.
+        fused: run the named bases through the ``torch.compile``'d kernels (opt-in).
 
     Returns:
         float64 if an input is float64, else float32 (half inputs are computed in float32).
@@ -499,7 +514,7 @@ def valid_pixel_loss(
     )
     _check_inputs(y_pred, y_true, valid_mask, min_channels=1)
     dtype = compute_dtype(y_pred, y_true)
-    thr = _scalar(threshold, dtype, y_true.device)
+    thr = _scalar(_threshold(threshold), dtype, y_true.device)
     if callable(base):
         loss_fn = lambda p, t, _: base(p, t)  # noqa: E731
         sums, counts = _masked_sums(y_pred, y_true, valid_mask, thr, thr, loss_fn)
@@ -516,11 +531,11 @@ def spectral_angle_loss(
     y_true: torch.Tensor,
     valid_mask: torch.Tensor | None = None,
     *,
-    threshold: float = 0.0,
+    threshold: float | None = None,
     weight_power: float = 0.5,
     reduction: str = "mean",
     eps: float = 1e-8,
-    fused: bool = True,
+    fused: bool = False,
 ) -> torch.Tensor:
     """Spectral angle (radians) between ``y_pred`` and ``y_true`` along dim 1, averaged over the
     valid pixels of each sample and valid-ratio weighted across samples (groups = samples).
@@ -534,7 +549,7 @@ def spectral_angle_loss(
     _check_inputs(y_pred, y_true, valid_mask, min_channels=2)
     dtype = compute_dtype(y_pred, y_true)
     device = y_true.device
-    thr, eps_t = _scalar(threshold, dtype, device), _scalar(eps, dtype, device)
+    thr, eps_t = _scalar(_threshold(threshold), dtype, device), _scalar(eps, dtype, device)
     sums, counts = _sums("sam", y_pred, y_true, valid_mask, thr, eps_t, fused)
     return weighted_group_mean(sums, counts, math.prod(y_true.shape[2:]), weight_power, reduction)
 
@@ -546,12 +561,12 @@ def sam_mse_loss(
     *,
     alpha: float = 1.0,
     beta: float = 1.0,
-    threshold: float = 0.0,
+    threshold: float | None = None,
     weight_power: float = 0.5,
     granularity: str = "channel",
     reduction: str = "mean",
     eps: float = 1e-8,
-    fused: bool = True,
+    fused: bool = False,
 ) -> torch.Tensor:
     """``alpha * spectral_angle_loss + beta * valid_pixel_loss(base="mse")`` with the shared
     options, computed in one pass over the inputs. ``granularity`` applies to the MSE term (the
@@ -565,7 +580,7 @@ def sam_mse_loss(
     _check_inputs(y_pred, y_true, valid_mask, min_channels=2)
     dtype = compute_dtype(y_pred, y_true)
     device = y_true.device
-    thr, eps_t = _scalar(threshold, dtype, device), _scalar(eps, dtype, device)
+    thr, eps_t = _scalar(_threshold(threshold), dtype, device), _scalar(eps, dtype, device)
     mse_sums, mse_counts, sam_sums, sam_counts = _sums(
         "sam_mse", y_pred, y_true, valid_mask, thr, eps_t, fused
     )
