@@ -226,8 +226,14 @@ class SMPLoss(nn.Module):
         self.class_name = class_name
         self.loss = cls(**kwargs)
         self.masked_loss: nn.Module | None = None
+        # smp 0.6's FocalLoss indexes a 3-D class slice with the 4-D ignore mask in multilabel
+        # mode (IndexError); its multilabel loss is the sum over classes of binary focal losses,
+        # so masked calls go class by class through a binary twin.
+        self._per_class = class_name == "FocalLoss" and kwargs.get("mode") == "multilabel"
+        if self._per_class:
+            kwargs = {**kwargs, "mode": "binary"}
         if class_name != "MCCLoss":
-            if getattr(self.loss, "ignore_index", None) is None:
+            if getattr(self.loss, "ignore_index", None) is None or self._per_class:
                 self.masked_loss = cls(**{**kwargs, "ignore_index": IGNORE})
             else:
                 self.masked_loss = self.loss
@@ -247,7 +253,13 @@ class SMPLoss(nn.Module):
         else:
             valid = _index_mask(valid_mask, y_pred)
         ignore = self.masked_loss.ignore_index
-        return self.masked_loss(y_pred, torch.where(valid, y_true, ignore))
+        y_true = torch.where(valid, y_true, ignore)
+        if self._per_class:
+            return sum(
+                self.masked_loss(y_pred[:, c : c + 1], y_true[:, c : c + 1])
+                for c in range(y_pred.shape[1])
+            )
+        return self.masked_loss(y_pred, y_true)
 
     def __getattr__(self, name: str) -> Any:
         # The library object's attributes read through (``loss.mode``, ``loss.ignore_index``).
