@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from smp_imbalance.losses._compile import HOT_CALLS
+FIRST_CALLS = 3  # calls timed as a fused loss's one-time cost (compile, then one recompile)
 
 __all__ = [
+    "FIRST_CALLS",
     "Timing",
     "device_sync",
     "first_calls_s",
@@ -105,10 +106,9 @@ def machine_line(device: str = "cpu") -> str:
     return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), host {cpu}"
 
 
-def first_calls_s(fn: Callable[[], object], calls: int = HOT_CALLS) -> float:
-    """Seconds taken by the first ``calls`` calls of ``fn``: a fused loss's one-time compile
-    cost, as its first call compiles with ``torch.compile`` and its ``HOT_CALLS``-th call (same
-    signature) compiles the dynamo-free kernel (``smp_imbalance/losses/_compile.py``)."""
+def first_calls_s(fn: Callable[[], object], calls: int = FIRST_CALLS) -> float:
+    """Seconds taken by the first ``calls`` calls of ``fn``: the opt-in fused path's one-time
+    compile cost (``torch.compile`` at the first call; the eager default has none)."""
     start = time.perf_counter()
     for _ in range(calls):
         fn()

@@ -19,6 +19,10 @@ from conftest import run_benchmark
             ["### ACB-MSE forward + backward", "valid_pixel forward + backward", "### crl speed"],
         ),
         (
+            "speed_step_share",
+            ["### Loss cost as a share of a training step", "crl eager (default)"],
+        ),
+        (
             "speed_datasets",
             [
                 "### DetectorFrames throughput",
