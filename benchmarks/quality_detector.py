@@ -1,59 +1,46 @@
-"""Quality on sparse detector frames: do the imbalance losses beat the standard ones?
+"""Quality on sparse detector frames: which denoiser, how far from the ceiling, on which settings.
 
-    python benchmarks/quality_detector.py                  # full run (see below for its time)
-    python benchmarks/quality_detector.py --quick --out D  # smoke run (< 1 min), as CI does
-    python benchmarks/quality_detector.py --write          # also BENCHMARKS.md + docs/images
+    python benchmarks/quality_detector.py --part rules       # the oracle ceiling + tuned rules
+    python benchmarks/quality_detector.py --part networks    # learned denoisers, 3 seeds each
+    python benchmarks/quality_detector.py --part curve       # the main job trained 4x longer
+    python benchmarks/quality_detector.py --write            # BENCHMARKS.md from the saved parts
+    python benchmarks/quality_detector.py --quick --out D    # smoke run of every part (CI)
 
-The same smp ``Unet`` as the main job (``configs/detector_denoise.yaml``: resnet18 encoder at
-depth 3, decoder [32, 16, 8], random init) is trained on simulated frames (about 30 signal and
-200 noise hits in 128 x 88) with each contender's loss, for the same steps, batches, optimiser
-and schedule, from the same initial weights per seed; each contender is trained once per seed.
-Every contender is scored on the same fixed, seeded validation frames (those of the main job).
-The defaults (9 contenders x 3 seeds x 64 steps of 16 frames) are sized for about 12 min on a
-quiet 2-core machine at the main job's pace (0.38 s a step); on the shared machine under a load
-of ~5.6 they took 65 min.
+Each part saves ``benchmarks/results/quality_detector/<part>.json`` (``--out`` elsewhere);
+``--write`` turns the saved parts into the "Quality: sparse detector frames" section of
+BENCHMARKS.md. Parts can run on different days; each JSON says when and on what.
 
-Every contender turns its output into a denoised frame the same way: a keep/drop decision per
-input hit, ``denoised = image * keep`` (a kept hit keeps its exact time, empty pixels stay empty),
-so the hit metrics compare the decisions the losses taught. The decision per head:
+Every denoiser is scored the same way: a keep/drop decision per input hit, on fixed, seeded
+validation frames (256 per simulator setting; the default setting's are the main job's), with
+the main job's score (harmonic mean of signal retention and noise removal).
 
-* ``gate`` (the package's denoiser, ``output_activation="gate"``): the output is
-  ``image * sigmoid(logits)``; a hit is kept where the gate exceeds 0.5 (``DenseTask`` does this
-  itself in eval mode). Losses ``mse``, ``l1``, ``acb_mse`` compare that output with the kept
-  signal hits.
-* ``mask`` (the segmentation-style baseline): the output is a logit per pixel, trained with
-  ``smp.focal`` / ``smp.dice`` against the signal-hit mask; a hit is kept where
-  ``sigmoid(logit) > 0.5``.
-* ``frame`` (the seed's setup, a network that outputs the frame): a linear output
-  (``output_activation="identity"``; a sigmoid output barely moves below 0.05 in this budget,
-  its gradient vanishing there) trained to reproduce the kept signal hits' normalised times
-  (0 elsewhere); a hit is kept where the output exceeds the hit threshold of
-  :mod:`smp_imbalance.metrics` (0.05, half the gap below the earliest time), i.e. where the
-  output "lights up", masked onto the input like DeepClean3D's reconstruction. Its raw output
-  hits (anywhere, also on empty pixels) go to the JSON too.
-
-A run *collapsed* when its denoised validation frames hold fewer hits per frame than half the
-signal hits per frame (fewer than ~15 of the ~230 input hits: an almost all-zero output, the
-seed's "local minimum" for MSE; a useful denoiser keeps most of the ~30 signal hits). The
-tables list the kept hits per frame of every run, so the cut can be judged.
+* **Oracle** (:mod:`smp_imbalance.datasets.detector_oracle`): each hit's odds under the true
+  tracks, thresholded at the best cut: the ceiling of any denoiser.
+* **Classical rules** (:mod:`smp_imbalance.models.classical`): neighbour count in scaled
+  (row, column, time) space (DBSCAN's core-point test) and the frame's time window; their
+  parameters are tuned on separate frames (seed 2000) of the same setting, then scored.
+* **Networks**: trained from the main job's recipe (``configs/detector_denoise.yaml``: model,
+  loss, optimiser, schedule, training frames, steps), changing one thing per contender, all with
+  the same budget and the same seeds. Scored on every setting without retraining (the recipe is
+  tuned on the default setting only).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import math
-import os
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -62,713 +49,492 @@ sys.path.insert(0, str(HERE))
 import _report  # noqa: E402
 from _timing import machine_line  # noqa: E402
 
-from smp_imbalance import create_dataset  # noqa: E402
-from smp_imbalance.metrics import DetectorHitMetrics  # noqa: E402
-from smp_imbalance.metrics.functional import DEFAULT_HIT_THRESHOLD  # noqa: E402
+from smp_imbalance.datasets.detector import DetectorFrames  # noqa: E402
+from smp_imbalance.datasets.detector_oracle import best_operating_point, oracle_hits  # noqa: E402
+from smp_imbalance.models.classical import NeighbourCountRule, TimeWindowRule  # noqa: E402
 
 NAME = "quality_detector"
-BEGIN, END = _report.markers(NAME)
 SECTION_TITLE = "## Quality: sparse detector frames"
-FIGURE = REPO / "docs" / "images" / f"{NAME}.png"
-BENCHMARKS = REPO / "BENCHMARKS.md"
+RESULTS = HERE / "results" / NAME
+RECIPE = REPO / "configs" / "detector_denoise.yaml"
+ANCHOR = {"signal_retention": 0.97, "noise_removal": 0.91}  # DeepClean3D, as its authors report
+GOAL = {"signal_retention": 0.95, "noise_removal": 0.90}
 
-Head = Literal["gate", "mask", "frame"]
-HEADS: tuple[str, ...] = ("gate", "mask", "frame")
-GATE_THRESHOLD = 0.5  # DenseTask's default gate_threshold; also the mask head's probability cut
-COLLAPSE_FRACTION = 0.5  # collapsed: fewer kept hits per frame than this x the signal hits
-ANCHOR = {"signal_retention": 0.97, "noise_removal": 0.91}  # DeepClean3D, as the seed reports
-RETENTION_ZERO_WEIGHTING = 30.0  # the main job's first weighting: high retention, less removal
-BALANCED = "balanced"  # placeholder for the zero weighting derived from the training frames
+SETTINGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "noise x2": {"noise_hits": (360, 440)},
+    "half signal": {"signal_hits": (12, 18)},
+    "jitter": {"position_jitter": 0.5, "time_jitter": 2.0},
+    "more tracks": {"tracks": (3, 5)},
+}
+"""Simulator settings scored: the main job's validation frames, then harder ones."""
 
-# the main job's model (configs/detector_denoise.yaml)
-MODEL = {
+VAL_SEED, TUNE_SEED = 1000, 2000
+
+
+# ----------------------------------------------------------------------------------------------
+# Frames and scoring
+# ----------------------------------------------------------------------------------------------
+
+
+def frames(setting: str, seed: int, count: int) -> DetectorFrames:
+    """Fixed validation-style frames of a setting (target: the kept signal hits)."""
+    return DetectorFrames(
+        num_frames=count, seed=seed, train=False, target="kept", **SETTINGS[setting]
+    )
+
+
+def stack(dataset: DetectorFrames) -> dict[str, torch.Tensor]:
+    samples = [dataset[i] for i in range(len(dataset))]
+    return {k: torch.stack([s[k] for s in samples]) for k in ("image", "signal_mask", "noise_mask")}
+
+
+def hit_score(keep: torch.Tensor, signal: torch.Tensor, noise: torch.Tensor) -> dict[str, float]:
+    """Retention, removal, false hits per frame and score of a keep decision (bool, like the
+    masks ``(N, 1, H, W)``), pooled over the frames."""
+    retention = float((keep & signal).sum()) / max(int(signal.sum()), 1)
+    removal = 1.0 - float((keep & noise).sum()) / max(int(noise.sum()), 1)
+    total = retention + removal
+    return {
+        "signal_retention": retention,
+        "noise_removal": removal,
+        "false_hits_per_frame": float((keep & noise).sum()) / keep.shape[0],
+        "score": 2 * retention * removal / total if total else 0.0,
+    }
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    values = [float(v) for v in values]
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Part 1: the oracle and the classical rules
+# ----------------------------------------------------------------------------------------------
+
+NEIGHBOUR_GRID = {"radius": (14.0, 20.0, 28.0, 40.0), "time_scale": (0.6, 1.2, 2.4)}
+TIME_GRID = {"half_width": (10.0, 20.0, 40.0, 80.0)}
+MAX_COUNT = 40  # count thresholds tried: 0..MAX_COUNT
+
+
+def tune_rule(
+    make: Callable[..., Any], grid: dict[str, Sequence[float]], data: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    """The grid point and count threshold with the best score on ``data``: the rule's per-hit
+    counts are computed once per grid point, then every threshold is tried on them."""
+    from smp_imbalance.models.hits import hit_list
+
+    hits = hit_list(data["image"])
+    flat = {
+        k: data[k].flatten(1).gather(1, hits.index) & hits.valid
+        for k in ("signal_mask", "noise_mask")
+    }
+    best: dict[str, Any] = {"score": -1.0}
+    keys = list(grid)
+    for values in np.array(np.meshgrid(*grid.values())).T.reshape(-1, len(keys)):
+        params = {k: float(v) for k, v in zip(keys, values, strict=True)}
+        counts = make(**params).counts(hits)
+        for threshold in range(MAX_COUNT + 1):
+            keep = counts >= threshold
+            s = hit_score(keep, flat["signal_mask"], flat["noise_mask"])
+            if s["score"] > best["score"]:
+                best = {**s, "params": {**params, "threshold": threshold}}
+    return best
+
+
+def score_rule(rule: torch.nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float]:
+    with torch.no_grad():
+        keep = (rule(data["image"]) > 0) & (data["image"] > 0)
+    return hit_score(keep, data["signal_mask"], data["noise_mask"])
+
+
+def oracle(setting: str, count: int, samples: int) -> dict[str, float]:
+    """The oracle's best operating point on the setting's validation frames."""
+    ds = frames(setting, VAL_SEED, count)
+    hits = [oracle_hits(ds, i, samples) for i in range(len(ds))]
+    return best_operating_point(
+        *(np.concatenate([getattr(h, k) for h in hits]) for k in ("odds", "signal", "noise"))
+    )
+
+
+def run_rules(count: int, samples: int, log: Callable[[str], None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for setting in SETTINGS:
+        tune, val = (
+            stack(frames(setting, TUNE_SEED, count)),
+            stack(frames(setting, VAL_SEED, count)),
+        )
+        row: dict[str, Any] = {"oracle": oracle(setting, count, samples)}
+        for label, make, grid, key in (
+            ("neighbour rule", NeighbourCountRule, NEIGHBOUR_GRID, "min_neighbours"),
+            ("time-window rule", TimeWindowRule, TIME_GRID, "min_hits"),
+        ):
+            tuned = tune_rule(make, grid, tune)
+            params = {**tuned["params"]}
+            params[key] = int(params.pop("threshold"))
+            row[label] = {
+                **score_rule(make(**params), val),
+                "params": params,
+                "tuning_score": tuned["score"],
+            }
+        out[setting] = row
+        log(f"{setting}: " + ", ".join(f"{k} {v['score']:.3f}" for k, v in row.items()))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Part 2: networks trained from the recipe
+# ----------------------------------------------------------------------------------------------
+
+
+def load_recipe(path: Path = RECIPE) -> dict[str, Any]:
+    """The main job's model, data and trainer settings, as the YAML gives them."""
+    config = yaml.safe_load(path.read_text())
+    model = config["model"]["init_args"]
+    data = config["data"]["init_args"]
+    return {
+        "model": model,
+        "data": data,
+        "max_epochs": config["trainer"]["max_epochs"],
+        "clip": config["trainer"].get("gradient_clip_val"),
+    }
+
+
+UNET = {
     "arch": "Unet",
     "encoder_name": "resnet18",
     "encoder_depth": 3,
     "decoder_channels": [32, 16, 8],
-    "encoder_weights": None,
-    "in_channels": 1,
-    "classes": 1,
+    "model_kwargs": {},
 }
-OPTIM = {"optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "scheduler": "cosine"}
-METRICS = (
-    "signal_retention",
-    "noise_removal",
-    "false_hits_per_frame",
-    "time_recovery",
-    "score",
-    "hits_per_frame",
-)
+"""The earlier main job's network (an smp UNet on the time-as-value frames)."""
 
 
-@dataclass(frozen=True)
-class Contender:
-    """One loss on one head. ``loss_kwargs`` values equal to :data:`BALANCED` are replaced by
-    the zero weighting derived from each seed's training frames."""
-
-    label: str
-    head: Head
-    loss: str
-    loss_kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-# acb_mse runs its eager path (fused=False): the same values, without the one-time compile that
-# would bill only the acb_mse runs' wall time
-CONTENDERS: tuple[Contender, ...] = (
-    Contender("mse", "gate", "mse"),
-    Contender("l1", "gate", "l1"),
-    Contender("acb_mse 1:1", "gate", "acb_mse", {"fused": False}),
-    Contender(
-        "acb_mse 30:1",
-        "gate",
-        "acb_mse",
-        {"zero_weighting": RETENTION_ZERO_WEIGHTING, "fused": False},
-    ),
-    Contender("acb_mse balanced", "gate", "acb_mse", {"zero_weighting": BALANCED, "fused": False}),
-    Contender("smp.focal", "mask", "smp.focal"),
-    Contender("smp.dice", "mask", "smp.dice"),
-    Contender("mse (frame out)", "frame", "mse"),
-    Contender("acb_mse 1:1 (frame out)", "frame", "acb_mse", {"fused": False}),
-)
+def contenders(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Label -> changes to the recipe's model arguments (``loss="balanced_bce"`` is computed
+    here on the gate's logits: per-frame mean BCE over signal hits plus over noise hits)."""
+    return {
+        "hit graph + acb_mse (main job)": {},
+        "hit graph + balanced BCE": {"loss": "balanced_bce", "loss_kwargs": {}},
+        "UNet + acb_mse (earlier main job)": dict(UNET),
+    }
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Budget and data of one benchmark run (identical for every contender)."""
-
-    steps: int = 64
-    batch_size: int = 16
-    seeds: tuple[int, ...] = (0, 1, 2)
-    val_frames: int = 256
-    val_seed: int = 1000
-    warmup_steps: int = 8
-    grad_clip: float = 1.0
-    threads: int = 2
+def balanced_bce(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    signal, noise = batch["signal_mask"].float(), batch["noise_mask"].float()
+    bce = F.binary_cross_entropy_with_logits(logits, signal, reduction="none")
+    return (bce * signal).sum() / signal.sum().clamp_min(1) + (
+        bce * noise
+    ).sum() / noise.sum().clamp_min(1)
 
 
-QUICK = Settings(steps=3, batch_size=4, seeds=(0,), val_frames=8, warmup_steps=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Pure helpers (unit-tested)
-# ----------------------------------------------------------------------------------------------
-
-
-def keep_decision(head: str, output: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Which input hits a head keeps: bool ``(N, 1, H, W)``, False wherever ``image == 0``.
-
-    ``output`` is what ``DenseTask`` returns, ``(N, 1, H, W)``: for ``gate`` the gated frame
-    ``image * g`` (soft ``g`` in train mode, ``g`` in {0, 1} in eval mode; kept where
-    ``g > 0.5``), for ``mask`` logits (kept where ``sigmoid > 0.5``, i.e. ``logit > 0``), for
-    ``frame`` the linear output (kept where it exceeds the metrics' hit threshold, 0.05).
-    """
-    hit = image > 0
-    if head == "gate":
-        return hit & (output > GATE_THRESHOLD * image)
-    if head == "mask":
-        return hit & (output > math.log(GATE_THRESHOLD / (1.0 - GATE_THRESHOLD)))
-    if head == "frame":
-        return hit & (output > DEFAULT_HIT_THRESHOLD)
-    raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
-
-
-def denoise(head: str, output: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """The denoised frame ``image * keep`` (``(N, 1, H, W)`` float): kept hits keep their exact
-    input time, everything else is 0."""
-    return image * keep_decision(head, output, image).to(image.dtype)
-
-
-def balanced_zero_weighting(target: torch.Tensor, noise_mask: torch.Tensor) -> float:
-    """``acb_mse`` zero weighting that gives the noise hits as much total weight as the signal
-    hits on a gate output: (no-hit pixels) / (noise hits), counted over the given frames.
-
-    On a gate output only input hits can carry an error, so the no-hit class mean spreads the
-    noise hits' error over every empty pixel too; ``w0 = N_nohit / N_noise`` undoes that dilution
-    (with ``nonzero_weighting = 1`` each class then weighs the same in total).
-    """
-    noise = int(noise_mask.sum())
-    if noise == 0:
-        raise ValueError("no noise hits in the frames: the balanced weighting is undefined")
-    return int((target == 0).sum()) / noise
-
-
-def is_collapsed(hits_per_frame: float, signal_per_frame: float) -> bool:
-    """A run collapsed when it keeps fewer than ``COLLAPSE_FRACTION`` x the signal hits per
-    frame (an almost all-zero output)."""
-    return hits_per_frame < COLLAPSE_FRACTION * signal_per_frame
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (``ddof=1``; 0.0 for a single value)."""
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("no values")
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return statistics.fmean(values), std
-
-
-def aggregate(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per contender label (in first-seen order): mean and std over seeds of each metric in
-    :data:`METRICS`, the number of runs and of collapsed runs, each run's kept hits per frame."""
-    by_label: dict[str, list[dict[str, Any]]] = {}
-    for run in runs:
-        by_label.setdefault(run["label"], []).append(run)
-    out: dict[str, dict[str, Any]] = {}
-    for label, group in by_label.items():
-        entry: dict[str, Any] = {
-            "head": group[0]["head"],
-            "runs": len(group),
-            "collapsed": sum(bool(r["collapsed"]) for r in group),
-            "hits_per_seed": [r["metrics"]["hits_per_frame"] for r in group],
-        }
-        for metric in METRICS:
-            entry[metric] = mean_std([r["metrics"][metric] for r in group])
-        out[label] = entry
-    return out
-
-
-def sparse_hits(frame: torch.Tensor) -> list[list[float]]:
-    """A (H, W) frame as ``[row, col, value]`` triples of its non-zero pixels (row-major)."""
-    rows, cols = torch.nonzero(frame, as_tuple=True)
-    return [[int(r), int(c), float(frame[r, c])] for r, c in zip(rows, cols, strict=True)]
-
-
-def dense_frame(hits: Sequence[Sequence[float]], shape: Sequence[int]) -> np.ndarray:
-    """Inverse of :func:`sparse_hits`: a float64 (H, W) array."""
-    frame = np.zeros(tuple(shape))
-    for r, c, v in hits:
-        frame[int(r), int(c)] = v
-    return frame
-
-
-def _pm(value: tuple[float, float], scale: float = 100.0, digits: int = 1) -> str:
-    mean, std = value
-    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
-
-
-def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
-    """Mean ± std over seeds per contender, one row each."""
-    lines = [
-        "| loss | head | signal retention % | noise removal % | false hits / frame "
-        "| exact-time recovery % | score | collapsed runs | kept hits / frame, per seed |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label, s in summary.items():
-        lines.append(
-            f"| {label} | {s['head']} | {_pm(s['signal_retention'])} | {_pm(s['noise_removal'])} "
-            f"| {_pm(s['false_hits_per_frame'], 1.0)} | {_pm(s['time_recovery'])} "
-            f"| {_pm(s['score'], 1.0, 3)} | {s['collapsed']} / {s['runs']} "
-            f"| {', '.join(f'{h:.1f}' for h in s['hits_per_seed'])} |"
-        )
-    return "\n".join(lines)
-
-
-def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    """Replace this benchmark's section of ``path`` (appended if absent) with ``markdown``."""
-    _report.write_section(NAME, markdown, path, SECTION_TITLE)
-
-
-# ----------------------------------------------------------------------------------------------
-# Data, training, validation
-# ----------------------------------------------------------------------------------------------
-
-
-def load_frames(num_frames: int, seed: int) -> dict[str, torch.Tensor]:
-    """``num_frames`` simulated frames with a degradation fixed by ``(seed, index)``, stacked:
-    ``image``/``target`` (N, 1, 128, 88) float32 (target = the kept signal hits),
-    ``signal_mask``/``noise_mask`` (N, 1, 128, 88) bool."""
-    ds = create_dataset(
-        "detector_frames", num_frames=num_frames, seed=seed, train=False, target="kept"
-    )
-    samples = [ds[i] for i in range(len(ds))]
-    keys = ("image", "target", "signal_mask", "noise_mask")
-    return {k: torch.stack([s[k] for s in samples]) for k in keys}
-
-
-def _resolve_kwargs(contender: Contender, balanced: float) -> dict[str, Any]:
-    return {k: (balanced if v == BALANCED else v) for k, v in contender.loss_kwargs.items()}
-
-
-def _build_task(contender: Contender, loss_kwargs: dict[str, Any]) -> Any:
+def build_task(model_args: dict[str, Any]) -> Any:
     from smp_imbalance.training.dense import DenseTask
 
-    if contender.head == "mask":
-        head_kwargs = {"task": "binary", "output_activation": "sigmoid"}
-    else:
-        activation = "gate" if contender.head == "gate" else "identity"
-        head_kwargs = {"task": "regression", "output_activation": activation}
-    return DenseTask(
-        **MODEL,
-        **head_kwargs,
-        gate_threshold=GATE_THRESHOLD,
-        loss=contender.loss,
-        loss_kwargs=loss_kwargs,
-        metrics="none",
-        plot_every_n_epochs=0,
-    )
+    args = dict(model_args)
+    if args.get("loss") == "balanced_bce":
+        args["loss"] = "mse"  # placeholder: the loop computes the balanced BCE itself
+    return DenseTask(**args, plot_every_n_epochs=0)
 
 
-def _loss_target(head: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return batch["signal_mask"].float() if head == "mask" else batch["target"]
-
-
-def train_one(
-    contender: Contender,
+def train_and_score(
+    label: str,
+    model_args: dict[str, Any],
+    recipe: dict[str, Any],
     seed: int,
-    train: dict[str, torch.Tensor],
-    settings: Settings,
-    balanced: float,
-) -> tuple[Any, dict[str, list[float]]]:
-    """Train one contender from the seed's initial weights on the seed's frames, in order.
-
-    Returns the task and per-step curves on the training batches: ``loss``, ``retention`` (kept
-    signal hits / signal hits) and ``removal`` (dropped noise hits / noise hits), with the
-    eval-mode decision rule applied to the train-mode output.
-    """
+    steps: int,
+    eval_every: int,
+    vals: dict[str, dict[str, torch.Tensor]],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train one contender for ``steps`` batches of the recipe's training frames (seeded), log the
+    default setting's score every ``eval_every`` steps (the learning curve), score every setting
+    at the end."""
     from smp_imbalance.training.optim import timm_optimizers
 
-    torch.manual_seed(seed)  # same initial weights for every contender of this seed
-    task = _build_task(contender, _resolve_kwargs(contender, balanced))
+    torch.manual_seed(seed)
+    task = build_task(model_args)
+    data = recipe["data"]
+    train_kwargs = {**data.get("common_kwargs", {}), **data.get("train_kwargs", {})}
+    train_kwargs.update(seed=seed, train=True, num_frames=steps * data["batch_size"])
+    dataset = DetectorFrames(**train_kwargs)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=data["batch_size"], shuffle=False)
+    m = model_args
     opt = timm_optimizers(
         task.net,
-        **OPTIM,
-        warmup_steps=settings.warmup_steps,
-        total_steps=settings.steps,
+        optimizer=m["optimizer"],
+        lr=m["lr"],
+        weight_decay=m["weight_decay"],
+        scheduler=m["scheduler"],
+        warmup_steps=m["warmup_steps"],
+        total_steps=steps,
         min_lr=1e-6,
     )
     optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]["scheduler"]
     params = [p for p in task.net.parameters() if p.requires_grad]
-    curves: dict[str, list[float]] = {"loss": [], "retention": [], "removal": []}
+    curve, started = [], time.perf_counter()
     task.train()
-    bs = settings.batch_size
-    for step in range(settings.steps):
-        batch = {k: v[step * bs : (step + 1) * bs] for k, v in train.items()}
-        output = task(batch["image"])
-        loss = task.loss_fn(output, _loss_target(contender.head, batch))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{contender.label}, seed {seed}: loss {loss} at step {step}")
+    for step, batch in enumerate(loader, start=1):
+        if model_args.get("loss") == "balanced_bce":
+            loss = balanced_bce(task.net(batch["image"]), batch)
+        else:
+            loss = task.loss_fn(task(batch["image"]), batch["target"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        if recipe["clip"]:
+            torch.nn.utils.clip_grad_norm_(params, recipe["clip"])
         optimizer.step()
-        scheduler.step_update(num_updates=step + 1)
-        with torch.no_grad():
-            keep = keep_decision(contender.head, output.detach(), batch["image"])
-            signal, noise = batch["signal_mask"], batch["noise_mask"]
-            curves["loss"].append(float(loss))
-            curves["retention"].append(float((keep & signal).sum() / signal.sum().clamp_min(1)))
-            curves["removal"].append(float((~keep & noise).sum() / noise.sum().clamp_min(1)))
-    return task, curves
-
-
-@torch.no_grad()
-def evaluate(
-    task: Any, head: str, val: dict[str, torch.Tensor], chunk: int = 64
-) -> tuple[dict[str, float], torch.Tensor]:
-    """Hit metrics of the denoised validation frames (``DetectorHitMetrics`` against the kept
-    signal hits) plus ``score`` (harmonic mean of retention and removal, as the main job logs),
-    ``hits_per_frame`` (kept hits), ``signal_per_frame`` and, for the ``frame`` head,
-    ``raw_hits_per_frame`` (output > hit threshold anywhere). Also returns the denoised frames."""
-    task.eval()
-    metric = DetectorHitMetrics()
-    denoised, raw_hits = [], 0
-    for start in range(0, len(val["image"]), chunk):
-        batch = {k: v[start : start + chunk] for k, v in val.items()}
-        output = task(batch["image"])
-        frames = denoise(head, output, batch["image"])
-        metric.update(
-            frames,
-            batch["target"],
-            noise_mask=batch["noise_mask"],
-            signal_mask=batch["signal_mask"],
-        )
-        if head == "frame":
-            raw_hits += int((output > DEFAULT_HIT_THRESHOLD).sum())
-        denoised.append(frames)
-    values = {k: float(v) for k, v in metric.compute().items()}
-    r, n = values["signal_retention"], values["noise_removal"]
-    values["score"] = 2 * r * n / (r + n) if r + n > 0 else 0.0
-    out = torch.cat(denoised)
-    frames_count = len(out)
-    values["hits_per_frame"] = float((out > 0).sum()) / frames_count
-    values["signal_per_frame"] = float((val["target"] > 0).sum()) / frames_count
-    if head == "frame":
-        values["raw_hits_per_frame"] = raw_hits / frames_count
-    return values, out
-
-
-def run(
-    settings: Settings, contenders: Sequence[Contender] = CONTENDERS, log: Any = print
-) -> dict[str, Any]:
-    """Train and validate every contender for every seed; the results as a JSON-able dict
-    (settings, per-run metrics, curves, the example frame's outputs)."""
-    torch.set_num_threads(settings.threads)
-    started = time.perf_counter()
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    val = load_frames(settings.val_frames, settings.val_seed)
-    example = int(
-        torch.argmax((val["target"] > 0).flatten(1).sum(1)[: min(16, settings.val_frames)])
-    )
-    runs: list[dict[str, Any]] = []
-    examples: dict[str, list[list[float]]] = {}
-    for seed in settings.seeds:
-        train = load_frames(settings.steps * settings.batch_size, seed)
-        balanced = balanced_zero_weighting(train["target"], train["noise_mask"])
-        for contender in contenders:
-            t0 = time.perf_counter()
-            task, curves = train_one(contender, seed, train, settings, balanced)
-            t1 = time.perf_counter()
-            metrics, denoised = evaluate(task, contender.head, val)
-            wall = time.perf_counter() - t0
-            collapsed = is_collapsed(metrics["hits_per_frame"], metrics["signal_per_frame"])
-            runs.append(
-                {
-                    "label": contender.label,
-                    "head": contender.head,
-                    "loss": contender.loss,
-                    "loss_kwargs": _resolve_kwargs(contender, balanced),
-                    "seed": seed,
-                    "metrics": metrics,
-                    "collapsed": collapsed,
-                    "wall_s": wall,
-                    "train_s": t1 - t0,
-                    "curves": curves,
-                }
-            )
-            if seed == settings.seeds[0]:
-                examples[contender.label] = sparse_hits(denoised[example, 0])
+        scheduler.step_update(num_updates=step)
+        if step % eval_every == 0 or step == steps:
+            s = score_task(task, vals["default"])
+            curve.append({"step": step, "seconds": time.perf_counter() - started, **s})
             log(
-                f"seed {seed} | {contender.label:<24} | retention "
-                f"{metrics['signal_retention']:.3f} removal {metrics['noise_removal']:.3f} "
-                f"false/frame {metrics['false_hits_per_frame']:.1f} "
-                f"kept/frame {metrics['hits_per_frame']:.1f}"
-                f"{' COLLAPSED' if collapsed else ''} | {wall:.1f} s"
+                f"  {label} seed {seed} step {step}: score {s['score']:.3f} "
+                f"({s['signal_retention']:.3f} / {s['noise_removal']:.3f})"
             )
-    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    train_s = time.perf_counter() - started
+    scores = {setting: score_task(task, val) for setting, val in vals.items()}
     return {
-        "settings": asdict(settings),
-        "model": MODEL,
-        "optim": {**OPTIM, "warmup_steps": settings.warmup_steps, "grad_clip": settings.grad_clip},
-        "machine": machine_line(),
-        "cpus": os.cpu_count(),
-        "load_average_1min": [load_before, load_after],
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "runs": runs,
-        "example": {
-            "index": example,
-            "shape": list(val["image"].shape[-2:]),
-            **{k: sparse_hits(val[k][example, 0]) for k in val},
-            "outputs": examples,
-        },
-        "wall_s": time.perf_counter() - started,
+        "label": label,
+        "seed": seed,
+        "steps": steps,
+        "train_s": train_s,
+        "s_per_step": train_s / steps,
+        "curve": curve,
+        "scores": scores,
     }
 
 
-# ----------------------------------------------------------------------------------------------
-# Report: findings, markdown, figure
-# ----------------------------------------------------------------------------------------------
-
-
-def findings(summary: dict[str, dict[str, Any]]) -> list[str]:
-    """Plain statements read off the summary: the winner per metric with its margin over the
-    runner-up (in the metric's unit, with both spreads), collapses, and the anchor."""
-    lines = []
-    specs = (
-        ("score", "best score (harmonic mean of retention and removal)", True, 1.0, "", 3),
-        ("signal_retention", "highest signal retention", True, 100.0, " pp", 1),
-        ("noise_removal", "highest noise removal", True, 100.0, " pp", 1),
-        ("false_hits_per_frame", "fewest false hits per frame", False, 1.0, "", 1),
+@torch.no_grad()
+def score_task(task: Any, val: dict[str, torch.Tensor], chunk: int = 64) -> dict[str, float]:
+    """The eval-mode decision (a hit is kept where the task's denoised output is non-zero)."""
+    was_training = task.training
+    task.eval()
+    keep = torch.cat(
+        [task(val["image"][i : i + chunk]) > 0 for i in range(0, len(val["image"]), chunk)]
     )
-    for metric, text, higher, scale, unit, digits in specs:
-        ranked = sorted(summary, key=lambda k: summary[k][metric][0], reverse=higher)
-        if len(ranked) < 2:
+    task.train(was_training)
+    return hit_score(keep, val["signal_mask"], val["noise_mask"])
+
+
+def run_networks(
+    seeds: Sequence[int],
+    steps: int | None,
+    count: int,
+    only: Sequence[str],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    recipe = load_recipe()
+    steps = steps or recipe_steps(recipe)
+    vals = {setting: stack(frames(setting, VAL_SEED, count)) for setting in SETTINGS}
+    runs = []
+    for label, change in contenders(recipe).items():
+        if only and not any(o in label for o in only):
             continue
-        first, second = ranked[0], ranked[1]
-        (m1, s1), (m2, s2) = summary[first][metric], summary[second][metric]
-        lines.append(
-            f"{text}: **{first}** ({m1 * scale:.{digits}f} ± {s1 * scale:.{digits}f}), ahead of "
-            f"{second} ({m2 * scale:.{digits}f} ± {s2 * scale:.{digits}f}) by "
-            f"{abs(m1 - m2) * scale:.{digits}f}{unit}."
-        )
-    collapsed = [
-        f"{k} ({s['collapsed']}/{s['runs']})" for k, s in summary.items() if s["collapsed"]
-    ]
-    lines.append(
-        "runs collapsed to an (almost) all-zero output: "
-        + (", ".join(collapsed) if collapsed else "none")
-        + "."
-    )
-    reached = [k for k, s in summary.items() if all(s[m][0] >= v for m, v in ANCHOR.items())]
-    lines.append(
-        "DeepClean3D's anchor (97 % retention with 91 % removal) reached by: "
-        + (", ".join(reached) if reached else "no contender")
-        + "."
-    )
-    return lines
-
-
-def report_markdown(result: dict[str, Any], command: str, figure_rel: str | None) -> str:
-    """The BENCHMARKS.md section body: when/where, settings, table, findings, figure."""
-    s = result["settings"]
-    summary = aggregate(result["runs"])
-    balanced = sorted(
-        {
-            r["loss_kwargs"].get("zero_weighting")
-            for r in result["runs"]
-            if r["label"] == "acb_mse balanced"
-        }
-        - {None}
-    )
-    load = result["load_average_1min"]
-    per_run = [r["wall_s"] for r in result["runs"]]
-    step_s = [r["train_s"] / s["steps"] for r in result["runs"]]
-    parts = [
-        f"Measured {result['date']} on {result['machine']}, {result.get('cpus', '?')} CPUs; "
-        f"1-min load average {load[0]:.1f} before and {load[1]:.1f} after (this run alone "
-        f"adds about {s['threads']}; more means other jobs shared the cores).",
-        f"Command: `{command}`. Total wall time {result['wall_s'] / 60:.1f} min "
-        f"({len(per_run)} runs, {statistics.median(per_run):.0f} s median per run, "
-        f"{statistics.median(step_s):.2f} s median per training step).",
-        f"Every contender: the main job's smp `Unet` (resnet18 encoder, depth 3, decoder "
-        f"[32, 16, 8], random init, the same initial weights per seed), AdamW lr 2e-3, weight "
-        f"decay 1e-4, cosine schedule with {s['warmup_steps']} warmup steps, gradient clipping "
-        f"{s['grad_clip']}, {s['steps']} steps of batch {s['batch_size']} "
-        f"({s['steps'] * s['batch_size']} fresh simulated frames per seed, the same frames in "
-        f"the same order for every contender), seeds {', '.join(map(str, s['seeds']))}. "
-        f"Validation: the main job's {s['val_frames']} frames (`detector_frames`, seed "
-        f"{s['val_seed']}, fixed degradation), scored against the kept signal hits.",
-        "Output to hits, the same for all: each input hit is kept or dropped, "
-        "`denoised = image * keep`, so kept hits keep their exact time. `gate`: the package's "
-        "gate output (`image * sigmoid(logits)`, kept where the gate > 0.5); `mask`: a logit "
-        "per pixel trained on the signal-hit mask, kept where sigmoid > 0.5; `frame`: a linear "
-        "output trained to reproduce the kept hits' times (0 elsewhere), kept where it exceeds "
-        "0.05 (the metrics' hit threshold; the seed's setup). Collapsed: fewer hits kept per "
-        "frame than half the signal hits per frame (an almost all-zero output)."
-        + (
-            f" `acb_mse balanced`: zero weighting = no-hit pixels / noise hits of the seed's "
-            f"training frames ({', '.join(f'{b:.1f}' for b in balanced)}), so that signal and "
-            f"noise hits weigh the same in total on a gate output."
-            if balanced
-            else ""
-        ),
-        "Mean ± standard deviation over seeds:",
-        markdown_table(summary),
-        "Read off the table (computed by the script):",
-        "\n".join(f"- {line}" for line in findings(summary)),
-    ]
-    if figure_rel:
-        parts.append(f"![quality on sparse detector frames]({figure_rel})")
-    return "\n\n".join(parts)
-
-
-def _moving_average(values: Sequence[float], width: int) -> np.ndarray:
-    x = np.asarray(values, dtype=float)
-    width = max(1, min(width, len(x)))
-    return np.convolve(x, np.ones(width) / width, mode="valid")
-
-
-def save_figure(result: dict[str, Any], path: Path) -> None:
-    """Bars of validation retention / removal per contender (mean, std over seeds, each seed a
-    dot, the DeepClean3D anchor dashed), training-batch curves, and one validation frame:
-    noisy input, kept signal hits, and each contender's output (seed 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    summary = aggregate(result["runs"])
-    labels = list(summary)
-    colors = plt.get_cmap("tab10")(np.arange(len(labels)) % 10)
-    fig = plt.figure(figsize=(16, 8.2), layout="constrained")
-    outer = fig.add_gridspec(2, 1, height_ratios=[1.0, 0.72])
-    top = outer[0].subgridspec(1, 3, width_ratios=[2.0, 1.0, 1.0])
-
-    ax = fig.add_subplot(top[0])
-    x = np.arange(len(labels))
-    for offset, metric, name, hatch in (
-        (-0.2, "signal_retention", "signal retention", ""),
-        (0.2, "noise_removal", "noise removal", "//"),
-    ):
-        means = [summary[k][metric][0] * 100 for k in labels]
-        stds = [summary[k][metric][1] * 100 for k in labels]
-        ax.bar(
-            x + offset,
-            means,
-            0.38,
-            yerr=stds,
-            capsize=3,
-            color=colors,
-            alpha=0.75,
-            hatch=hatch,
-            edgecolor="black",
-            linewidth=0.5,
-            label=name,
-        )
-        for i, k in enumerate(labels):
-            vals = [r["metrics"][metric] * 100 for r in result["runs"] if r["label"] == k]
-            ax.plot(np.full(len(vals), x[i] + offset), vals, "k.", markersize=4)
-        ax.axhline(
-            ANCHOR[metric] * 100, color="gray", linestyle="--" if hatch else ":", linewidth=1
-        )
-    for i, k in enumerate(labels):
-        if summary[k]["collapsed"]:
-            ax.text(
-                x[i],
-                2,
-                f"collapsed\n{summary[k]['collapsed']}/{summary[k]['runs']}",
-                ha="center",
-                va="bottom",
-                fontsize=7,
-                color="darkred",
-            )
-    ax.set_xticks(
-        x, [f"{k}\n[{summary[k]['head']}]" for k in labels], fontsize=7, rotation=30, ha="right"
-    )
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("% of input hits (validation)")
-    ax.set_title(
-        "Retention (plain) and noise removal (hatched); DeepClean3D 97 % / 91 % in gray", fontsize=9
-    )
-
-    steps = result["settings"]["steps"]
-    width = max(1, steps // 10)
-    for j, (metric, title) in enumerate(
-        (("retention", "signal retention"), ("removal", "noise removal"))
-    ):
-        axc = fig.add_subplot(top[1 + j])
-        for i, k in enumerate(labels):
-            curves = [r["curves"][metric] for r in result["runs"] if r["label"] == k]
-            mean = np.mean([_moving_average(c, width) for c in curves], axis=0) * 100
-            axc.plot(np.arange(len(mean)) + width, mean, color=colors[i], linewidth=1.2, label=k)
-        axc.set_ylim(-2, 102)
-        axc.set_xlabel("training step")
-        axc.set_title(
-            f"{title} on training batches\n(mean over seeds, moving average {width})", fontsize=9
-        )
-        if j == 0:
-            axc.legend(fontsize=6, loc="best")
-
-    ex = result["example"]
-    image, target = (dense_frame(ex[k], ex["shape"]) for k in ("image", "target"))
-    signal, noise = (dense_frame(ex[k], ex["shape"]) > 0 for k in ("signal_mask", "noise_mask"))
-    panels = ["noisy input", "kept signal (target)", *ex["outputs"]]
-    bottom = outer[1].subgridspec(1, len(panels))
-    height, width_px = image.shape
-    for i, title in enumerate(panels):
-        axi = fig.add_subplot(bottom[i])
-        if i < 2:
-            frame = image if i == 0 else target
-            r, c = np.nonzero(frame)
-            axi.scatter(c, r, c=frame[r, c], s=3, cmap="viridis", vmin=0, vmax=1)
-            n_sig, n_noise = int(signal.sum()), int(noise.sum())
-            sub = f"{n_sig} signal, {n_noise} noise" if i == 0 else f"{int((frame > 0).sum())} hits"
-        else:
-            out = dense_frame(ex["outputs"][title], ex["shape"]) > 0
-            for mask, color, size in (
-                (signal & ~out, "0.8", 3),
-                (noise & out, "tab:red", 4),
-                (signal & out, "tab:green", 4),
-            ):
-                r, c = np.nonzero(mask)
-                axi.scatter(c, r, s=size, color=color)
-            sub = f"{int((signal & out).sum())} signal, {int((noise & out).sum())} noise kept"
-        axi.set_xlim(-1, width_px)
-        axi.set_ylim(height, -1)
-        axi.set_aspect("equal")
-        axi.set_xticks([])
-        axi.set_yticks([])
-        axi.set_title(f"{title}\n{sub}", fontsize=6.5)
-    fig.suptitle(
-        f"Sparse detector frames: one UNet, one budget, {len(labels)} losses/heads "
-        "(bottom: validation frame, seed 0; green = signal kept, red = noise kept, "
-        "gray = signal dropped)",
-        fontsize=10,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few steps, one seed (smoke test)")
-    parser.add_argument(
-        "--write",
-        action="store_true",
-        help="update BENCHMARKS.md and docs/images/quality_detector.png",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=HERE / "out" / NAME,
-        help="folder for results.json, table.md and the figure",
-    )
-    parser.add_argument("--steps", type=int, help="training steps per run")
-    parser.add_argument("--batch-size", type=int, help="frames per training step")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (one run per contender each)")
-    parser.add_argument("--val-frames", type=int, help="validation frames")
-    parser.add_argument("--threads", type=int, help="torch threads (default 2)")
-    parser.add_argument(
-        "--only",
-        nargs="+",
-        metavar="LABEL",
-        help="run only these contenders (labels as in the table)",
-    )
-    parser.add_argument(
-        "--replot",
-        type=Path,
-        metavar="RESULTS_JSON",
-        help="no training: redraw the figure and tables from a results.json of an earlier run",
-    )
-    args = parser.parse_args(argv)
-
-    if args.replot is not None:
-        result = json.loads(args.replot.read_text())
-        for r in result["runs"]:  # a derived flag: recomputed with the current criterion
-            r["collapsed"] = is_collapsed(
-                r["metrics"]["hits_per_frame"], r["metrics"]["signal_per_frame"]
-            )
-    else:
-        base = QUICK if args.quick else Settings()
-        overrides = {
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "seeds": tuple(args.seeds) if args.seeds else None,
-            "val_frames": args.val_frames,
-            "threads": args.threads,
-        }
-        given = {k: v for k, v in overrides.items() if v is not None}
-        settings = Settings(**{**asdict(base), **given})
-        if min(settings.steps, settings.batch_size, settings.val_frames, settings.threads) < 1:
-            parser.error("--steps, --batch-size, --val-frames and --threads must be positive")
-        warmup = min(settings.warmup_steps, settings.steps - 1)
-        settings = Settings(**{**asdict(settings), "warmup_steps": warmup})
-        contenders = CONTENDERS
-        if args.only:
-            unknown = set(args.only) - {c.label for c in CONTENDERS}
-            if unknown:
-                parser.error(
-                    f"unknown contenders {sorted(unknown)}; known: {[c.label for c in CONTENDERS]}"
+        model_args = {**copy.deepcopy(recipe["model"]), **change}
+        for seed in seeds:
+            runs.append(
+                train_and_score(
+                    label, model_args, recipe, seed, steps, max(steps // 8, 1), vals, log
                 )
-            contenders = tuple(c for c in CONTENDERS if c.label in args.only)
-        words = list(sys.argv[1:] if argv is None else argv)
-        result = run(settings, contenders)
-        result["command"] = " ".join(["python benchmarks/quality_detector.py", *words])
+            )
+    return {"steps": steps, "runs": runs}
 
-    command = result.get("command", "python benchmarks/quality_detector.py")
+
+def recipe_steps(recipe: dict[str, Any]) -> int:
+    data = recipe["data"]
+    frames_per_epoch = {**data.get("common_kwargs", {}), **data.get("train_kwargs", {})}[
+        "num_frames"
+    ]
+    return recipe["max_epochs"] * frames_per_epoch // data["batch_size"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+# ----------------------------------------------------------------------------------------------
+
+
+def _pm(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> str:
+    mean, std = mean_std(values)
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+
+
+def _row(label: str, s: dict[str, float]) -> str:
+    return (
+        f"| {label} | {s['signal_retention'] * 100:.1f} | {s['noise_removal'] * 100:.1f} "
+        f"| {s.get('false_hits_per_frame', float('nan')):.1f} | {s['score']:.3f} |"
+    )
+
+
+def report(parts: dict[str, dict[str, Any]]) -> str:
+    """The BENCHMARKS.md section from the saved parts."""
+    lines: list[str] = []
+    for part, result in parts.items():
+        lines.append(
+            f"- part `{part}`: {result['date']}, {result['machine']}; load "
+            f"{result['load'][0]:.1f} before, {result['load'][1]:.1f} after; "
+            f"{result['wall_s'] / 60:.1f} min; command `{result['command']}`"
+        )
+    lines.append("")
+    rules = parts.get("rules", {}).get("results", {})
+    networks = parts.get("networks", {}).get("results", {})
+    runs = networks.get("runs", [])
+    labels = list(dict.fromkeys(r["label"] for r in runs))
+    settings = list(SETTINGS)
+    header = "| denoiser | " + " | ".join(settings) + " |"
+    lines += [
+        "### Score on each simulator setting (mean ± std over seeds for the networks)",
+        "",
+        "Settings: "
+        + "; ".join(
+            f"**{k}**: {v or 'the main job validation frames'}" for k, v in SETTINGS.items()
+        ),
+        "",
+        header,
+        "|---|" + "---:|" * len(settings),
+    ]
+    for label in ("oracle", "neighbour rule", "time-window rule"):
+        if rules:
+            lines.append(
+                f"| {label} | "
+                + " | ".join(f"{rules[s][label]['score']:.3f}" for s in settings)
+                + " |"
+            )
+    for label in labels:
+        group = [r for r in runs if r["label"] == label]
+        lines.append(
+            f"| {label} | "
+            + " | ".join(_pm([r["scores"][s]["score"] for r in group]) for s in settings)
+            + " |"
+        )
+    if runs:
+        lines += [
+            "",
+            "### Default setting in detail (the main job's validation frames)",
+            "",
+            "| denoiser | signal retention % | noise removal % | false hits / frame | score |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        lines.append(
+            f"| DeepClean3D, as its authors report (their frames) | {ANCHOR['signal_retention'] * 100:.0f} | {ANCHOR['noise_removal'] * 100:.0f} | – | {2 * 0.97 * 0.91 / 1.88:.3f} |"
+        )
+        if rules:
+            for label in ("oracle", "neighbour rule", "time-window rule"):
+                lines.append(_row(label, rules["default"][label]))
+        for label in labels:
+            group = [r["scores"]["default"] for r in runs if r["label"] == label]
+            lines.append(
+                f"| {label} ({len(group)} seeds) | {_pm([g['signal_retention'] for g in group], 100, 1)} "
+                f"| {_pm([g['noise_removal'] for g in group], 100, 1)} "
+                f"| {_pm([g['false_hits_per_frame'] for g in group], 1, 1)} | {_pm([g['score'] for g in group])} |"
+            )
+        lines += [
+            "",
+            f"Budget: {networks['steps']} steps of the recipe's batches for every network; "
+            "seconds per training step (median over seeds): "
+            + ", ".join(
+                f"{lab} {statistics.median(r['s_per_step'] for r in runs if r['label'] == lab):.2f} s"
+                for lab in labels
+            )
+            + ".",
+        ]
+        lines += [
+            "",
+            "Learning curves (default setting, score at each eighth of the budget, mean over seeds):",
+            "",
+            "| denoiser | " + " | ".join(str(c["step"]) for c in runs[0]["curve"]) + " |",
+            "|---|" + "---:|" * len(runs[0]["curve"]),
+        ]
+        for label in labels:
+            group = [r["curve"] for r in runs if r["label"] == label]
+            means = [statistics.fmean(c[i]["score"] for c in group) for i in range(len(group[0]))]
+            lines.append(f"| {label} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    curve = parts.get("curve", {}).get("results")
+    if curve:
+        run = curve["runs"][0]
+        lines += [
+            "",
+            f"The main job's recipe trained {curve['steps']} steps (seed {run['seed']}; "
+            "the cosine schedule stretched to the longer budget):",
+            "",
+            "| step | " + " | ".join(str(c["step"]) for c in run["curve"]) + " |",
+            "|---|" + "---:|" * len(run["curve"]),
+            "| score | " + " | ".join(f"{c['score']:.3f}" for c in run["curve"]) + " |",
+        ]
+    if rules:
+        lines += [
+            "",
+            "Tuned rule parameters per setting (tuned on seed-2000 frames, scored on the validation frames):",
+            "",
+        ]
+        for s in settings:
+            lines.append(
+                f"- {s}: neighbour rule {rules[s]['neighbour rule']['params']}, "
+                f"time-window rule {rules[s]['time-window rule']['params']}"
+            )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("rules", "networks", "curve"), action="append")
+    parser.add_argument(
+        "--only", action="append", default=[], help="networks whose label contains this"
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--quick", action="store_true", help="a smoke run of every part (CI)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--write", action="store_true", help="BENCHMARKS.md from the saved parts")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    parts = args.part or ([] if args.write and not args.quick else ["rules", "networks", "curve"])
+    count, samples = (8, 20_000) if args.quick else (256, 200_000)
+    seeds = args.seeds[:1] if args.quick else args.seeds
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(result, indent=1))
-    save_figure(result, args.out / f"{NAME}.png")
-    markdown = report_markdown(result, command, f"{NAME}.png")
-    (args.out / "table.md").write_text(markdown + "\n")
-    print(markdown)
+    for part in parts:
+        started, load = time.perf_counter(), [_load()]
+        if part == "rules":
+            results = run_rules(count, samples, print)
+        elif part == "networks":
+            results = run_networks(seeds, 4 if args.quick else args.steps, count, args.only, print)
+        else:
+            recipe = load_recipe()
+            steps = 4 if args.quick else (args.steps or 4 * recipe_steps(recipe))
+            results = run_networks(seeds[:1], steps, count, ["main job"], print)
+        load.append(_load())
+        record = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine_line(),
+            "load": load,
+            "wall_s": time.perf_counter() - started,
+            "command": " ".join(["python benchmarks/quality_detector.py", *(argv or sys.argv[1:])]),
+            "results": results,
+        }
+        (args.out / f"{part}.json").write_text(json.dumps(record, indent=1))
+        print(f"{part}: {record['wall_s'] / 60:.1f} min -> {args.out / f'{part}.json'}")
+    saved = {
+        p: json.loads((args.out / f"{p}.json").read_text())
+        for p in ("rules", "networks", "curve")
+        if (args.out / f"{p}.json").exists()
+    }
+    markdown = report(saved)
+    (args.out / "report.md").write_text(markdown)
     if args.write:
-        save_figure(result, FIGURE)
-        write_section(report_markdown(result, command, FIGURE.relative_to(REPO).as_posix()))
-        print(f"wrote {BENCHMARKS} and {FIGURE}")
-    print(f"results in {args.out}; total wall time {result['wall_s'] / 60:.1f} min")
-    return 0
+        _report.write_section(NAME, markdown, _report.BENCHMARKS_MD, SECTION_TITLE)
+
+
+def _load() -> float:
+    import os
+
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -6,7 +6,10 @@ import pytest
 from conftest import load_benchmark
 
 
-@pytest.mark.parametrize("name", ["quality_detector", "quality_satellite", "quality_multilabel"])
+@pytest.mark.parametrize(
+    "name",
+    ["quality_detector", "quality_detector_losses", "quality_satellite", "quality_multilabel"],
+)
 def test_write_section_appends_then_replaces(tmp_path, name: str) -> None:
     bench = load_benchmark(name)
     path = tmp_path / "BENCHMARKS.md"

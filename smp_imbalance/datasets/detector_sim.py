@@ -70,12 +70,16 @@ __all__ = [
     "Degraded",
     "Photons",
     "TorchGeometry",
+    "Tracks",
     "check_range",
     "combine_hits",
     "degrade",
     "denormalize_times",
+    "draw_tracks",
     "normalize_times",
     "rasterize",
+    "sample_track_photons",
+    "simulate_event",
     "simulate_frame",
     "simulate_photons",
 ]
@@ -227,20 +231,30 @@ def _candidate_photons(
     return track[keep], row[keep].astype(np.int64), col[keep].astype(np.int64), time[keep], x[keep]
 
 
-def simulate_photons(
+@dataclass(frozen=True)
+class Tracks:
+    """The charged tracks of one simulated frame (``T`` tracks).
+
+    ``params`` (T, 12) float64: per track its direction ``u``, then ``e1``, ``e2`` completing it
+    to an orthonormal basis (x, y, z components each), then ``x0``, ``L`` and ``t0`` (see the
+    module docstring); ``photons`` (T,) int64: the detected photons wanted from each track.
+    """
+
+    params: np.ndarray
+    photons: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.photons)
+
+
+def draw_tracks(
     rng: np.random.Generator,
     tracks: tuple[int, int] = (1, 3),
     photons_per_track: tuple[int, int] = (60, 120),
     geometry: TorchGeometry | None = None,
-    max_rounds: int = 10,
-) -> Photons:
-    """Detected Cherenkov photons of one frame (see the module docstring for the geometry).
-
-    The number of tracks and each track's number of detected photons are drawn uniformly from
-    the inclusive ranges. Candidates are drawn in rounds and filtered by trapping, detector
-    acceptance and the time window; after ``max_rounds`` (only reachable with a geometry that
-    detects almost nothing) a track keeps the photons found so far.
-    """
+) -> Tracks:
+    """Draw the tracks of one frame: their number and photon counts uniformly from the inclusive
+    ranges, then ``x0``, ``L``, ``t0``, the tilt and the azimuth uniformly from the geometry's."""
     g = geometry or TorchGeometry()
     tracks = check_range(tracks, "tracks")
     photons_per_track = check_range(photons_per_track, "photons_per_track")
@@ -262,8 +276,53 @@ def simulate_photons(
     params = np.stack(
         [st * ca, st * sa, ct, ct * ca, ct * sa, -st, -sa, ca, 0.0 * ct, x0, dist, t0], axis=1
     )
+    return Tracks(params, wanted.astype(np.int64))
+
+
+def sample_track_photons(
+    rng: np.random.Generator, tracks: Tracks, candidates: int, geometry: TorchGeometry | None = None
+) -> Photons:
+    """``candidates`` candidate photons from each track, of which the detected ones are returned
+    (their number varies with each track's acceptance): samples of each track's photon
+    distribution, e.g. for a Monte-Carlo density (see :mod:`.detector_oracle`)."""
+    g = geometry or TorchGeometry()
+    track = np.repeat(np.arange(len(tracks)), candidates)
+    track, row, col, time, x = _candidate_photons(
+        rng, g, np.repeat(tracks.params, candidates, axis=0), track
+    )
+    return Photons(row, col, time, track, x)
+
+
+def simulate_photons(
+    rng: np.random.Generator,
+    tracks: tuple[int, int] = (1, 3),
+    photons_per_track: tuple[int, int] = (60, 120),
+    geometry: TorchGeometry | None = None,
+    max_rounds: int = 10,
+) -> Photons:
+    """Detected Cherenkov photons of one frame (see the module docstring for the geometry)."""
+    return simulate_event(rng, tracks, photons_per_track, geometry, max_rounds)[0]
+
+
+def simulate_event(
+    rng: np.random.Generator,
+    tracks: tuple[int, int] = (1, 3),
+    photons_per_track: tuple[int, int] = (60, 120),
+    geometry: TorchGeometry | None = None,
+    max_rounds: int = 10,
+) -> tuple[Photons, Tracks]:
+    """The detected photons of one frame and the tracks that emitted them.
+
+    The number of tracks and each track's number of detected photons are drawn uniformly from
+    the inclusive ranges (:func:`draw_tracks`). Candidates are drawn in rounds and filtered by
+    trapping, detector acceptance and the time window; after ``max_rounds`` (only reachable with
+    a geometry that detects almost nothing) a track keeps the photons found so far.
+    """
+    g = geometry or TorchGeometry()
+    drawn = draw_tracks(rng, tracks, photons_per_track, g)
+    params, num_tracks = drawn.params, len(drawn)
     parts: list[tuple[np.ndarray, ...]] = []
-    missing = wanted.copy()
+    missing = drawn.photons.copy()
     acceptance = np.full(num_tracks, 0.2)  # a first guess, then the fraction measured per track
     for _ in range(max_rounds):
         if not missing.any():
@@ -280,11 +339,11 @@ def simulate_photons(
         parts.append((row[keep], col[keep], time[keep], track[keep], x[keep]))
         missing -= np.minimum(found, missing)
     if len(parts) == 1:
-        return Photons(*parts[0])
+        return Photons(*parts[0]), drawn
     if not parts:
         empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0, np.float64)
-        return Photons(empty_i, empty_i, empty_i, empty_i, empty_f)
-    return Photons(*(np.concatenate(a) for a in zip(*parts, strict=True)))
+        return Photons(empty_i, empty_i, empty_i, empty_i, empty_f), drawn
+    return Photons(*(np.concatenate(a) for a in zip(*parts, strict=True))), drawn
 
 
 def simulate_frame(

@@ -10,7 +10,7 @@ from torch import nn
 
 from smp_imbalance.registry import create_loss
 from smp_imbalance.training.optim import TimmOptimMixin
-from smp_imbalance.training.plots import figure_path, save_dense_panel
+from smp_imbalance.training.plots import figure_path, save_dense_panel, save_detector_panel
 from smp_imbalance.training.resume import RNGStateCheckpoint
 
 TASKS = ("regression", "binary", "multiclass", "multilabel")
@@ -64,6 +64,9 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
     Args:
         arch, encoder_name, encoder_depth, decoder_channels, encoder_weights, model_kwargs: passed to
             ``segmentation_models_pytorch.create_model`` (``encoder_weights=None`` downloads nothing).
+            ``arch`` may also name a model of :mod:`smp_imbalance.models` (``HitGraphDenoiser``,
+            the main job's detector denoiser); it is then built from ``model_kwargs`` alone and
+            the encoder arguments are unused.
         in_channels, classes: the model's input and output channels (checked against the data).
         task: ``regression`` (denoising, band translation), or ``binary`` / ``multiclass`` /
             ``multilabel`` segmentation (IoU/F1 through ``smp.metrics``).
@@ -132,22 +135,30 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
         if metrics not in ("detector", "satellite", "segmentation", "none"):
             raise ValueError(f"model.metrics: unknown metrics family {metrics!r}")
         self.save_hyperparameters(ignore=["loss"] if isinstance(loss, nn.Module) else [])
-        import segmentation_models_pytorch as smp
+        from smp_imbalance.models import MODELS
 
         kwargs = dict(model_kwargs or {})
-        if decoder_channels is not None:
-            kwargs["decoder_channels"] = decoder_channels
-        self.net = smp.create_model(
-            arch,
-            encoder_name=encoder_name,
-            encoder_depth=encoder_depth,
-            encoder_weights=encoder_weights,
-            in_channels=in_channels,
-            classes=classes,
-            **kwargs,
-        )
-        self.divisor = 2**encoder_depth
-        self.frozen_unused = _freeze_unused_parameters(self.net, in_channels, self.divisor)
+        if arch in MODELS:
+            # a model of ours (e.g. the hit-graph denoiser): no encoder, any frame size
+            self.net = MODELS[arch](in_channels=in_channels, classes=classes, **kwargs)
+            self.divisor = 1
+            self.frozen_unused: list[str] = []
+        else:
+            import segmentation_models_pytorch as smp
+
+            if decoder_channels is not None:
+                kwargs["decoder_channels"] = decoder_channels
+            self.net = smp.create_model(
+                arch,
+                encoder_name=encoder_name,
+                encoder_depth=encoder_depth,
+                encoder_weights=encoder_weights,
+                in_channels=in_channels,
+                classes=classes,
+                **kwargs,
+            )
+            self.divisor = 2**encoder_depth
+            self.frozen_unused = _freeze_unused_parameters(self.net, in_channels, self.divisor)
         self.loss_fn = build_loss(loss, loss_kwargs)
         self.val_metrics = self._build_metrics(metrics, metric_kwargs or {})
 
@@ -262,7 +273,12 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
     # -- figures --------------------------------------------------------------------------------
     def _maybe_plot(self) -> None:
         out = figure_path(self, "val", self.hparams.plot_every_n_epochs)
-        if out is not None and hasattr(self, "_first_val_batch"):
+        if out is None or not hasattr(self, "_first_val_batch"):
+            return
+        batch = self._first_val_batch
+        if self.hparams.output_activation == "gate" and {"signal_mask", "noise_mask"} <= set(batch):
+            save_detector_panel(batch, self._first_val_pred, out)
+        else:
             save_dense_panel(
                 self._first_val_batch, self._first_val_pred, out, task=self.hparams.task
             )

@@ -1,4 +1,4 @@
-"""benchmarks/quality_detector.py: its helpers (exact values) and a --quick smoke run."""
+"""benchmarks/quality_detector_losses.py: its helpers (exact values) and a --quick smoke run."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT, load_benchmark, run_quick_benchmark
 
-qd = load_benchmark("quality_detector")
+qd = load_benchmark("quality_detector_losses")
 
 
 def _frame(values: list[float]) -> torch.Tensor:
@@ -144,7 +144,7 @@ def test_quick_run_writes_json_table_and_figure(tmp_path) -> None:
         return section, figure
 
     before = own_outputs()
-    run_quick_benchmark("quality_detector", tmp_path)
+    run_quick_benchmark("quality_detector_losses", tmp_path)
     result = json.loads((tmp_path / "results.json").read_text())
     labels = [c.label for c in qd.CONTENDERS]
     assert [r["label"] for r in result["runs"]] == labels  # one seed in --quick
@@ -157,5 +157,5 @@ def test_quick_run_writes_json_table_and_figure(tmp_path) -> None:
     table = (tmp_path / "table.md").read_text()
     for label in labels:
         assert f"| {label} |" in table
-    assert (tmp_path / "quality_detector.png").stat().st_size > 10_000
+    assert (tmp_path / "quality_detector_losses.png").stat().st_size > 10_000
     assert own_outputs() == before  # no --write: BENCHMARKS.md and docs/images untouched
