@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(BIN)/smp-imbalance fit --config configs/detector_denoise.yaml
+	$(BIN)/smp-imbalance fit --config detector_denoise
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed_losses.py
