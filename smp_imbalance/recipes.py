@@ -20,14 +20,17 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
-def describe_recipe(name: str) -> str:
-    """The first line of the recipe's header comment (without the ``#``)."""
+def describe_recipe(name: str, width: int = 100) -> str:
+    """The first sentence of the recipe's header comment, cut to ``width`` characters."""
+    header = []
     for line in resolve_recipe(name).read_text().splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-        if line.strip():
+        if not line.startswith("#"):
             break
-    return ""
+        header.append(line.lstrip("#").strip())
+    text = " ".join(header)
+    end = text.find(". ")
+    text = text if end < 0 else text[: end + 1]
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
 
 
 def _looks_like_path(value: str) -> bool:

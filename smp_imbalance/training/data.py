@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from smp_imbalance.registry import create_dataset, is_dataset, list_datasets
+from smp_imbalance.registry import DATASET_REGISTRY, create_dataset, is_dataset
 from smp_imbalance.sample_data import SAMPLES
 from smp_imbalance.training.resume import (
     DrawBatches,
@@ -104,10 +104,10 @@ class RegistryDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not is_dataset(dataset):
-            raise ValueError(
-                f"data.dataset: unknown dataset name {dataset!r}; valid names: "
-                f"{', '.join(list_datasets())}"
-            )
+            try:
+                DATASET_REGISTRY.get(dataset)  # its message names the close matches
+            except ValueError as err:
+                raise ValueError(f"data.dataset: {err}") from err
         if transforms not in ("default", "none"):
             raise ValueError(f"data.transforms must be 'default' or 'none', got {transforms!r}")
         if sampler not in ("random", "minority"):
