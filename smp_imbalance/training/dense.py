@@ -69,14 +69,14 @@ def _drop_unused_modules(net: nn.Module, in_channels: int, divisor: int) -> list
         parent_name, _, child = name.rpartition(".")
         parent = net.get_submodule(parent_name) if parent_name else net
         delattr(parent, child)
+        was_training = net.training
+        net.eval()
         try:
-            was_training = net.training
-            net.eval()
             with torch.no_grad():
                 same = torch.equal(net(dummy), reference)
-            net.train(was_training)
-        except (AttributeError, TypeError, KeyError):  # the forward uses it after all
+        except Exception:  # the forward needs it after all (e.g. timm's FeatureListNet loops)
             same = False
+        net.train(was_training)
         if same:
             removed.append(name)
         else:
