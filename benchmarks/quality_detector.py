@@ -19,7 +19,7 @@ the main job's score (harmonic mean of signal retention and noise removal).
 * **Classical rules** (:mod:`smp_imbalance.models.classical`): neighbour count in scaled
   (row, column, time) space (DBSCAN's core-point test) and the frame's time window; their
   parameters are tuned on separate frames (seed 2000) of the same setting, then scored.
-* **Networks**: trained from the main job's recipe (``configs/detector_denoise.yaml``: model,
+* **Networks**: trained from the main job's recipe (``smp_imbalance/configs/detector_denoise.yaml``: model,
   loss, optimiser, schedule, training frames, steps), changing one thing per contender, all with
   the same budget and the same seeds. Scored on every setting without retraining (the recipe is
   tuned on the default setting only).
@@ -56,7 +56,7 @@ from smp_imbalance.models.classical import NeighbourCountRule, TimeWindowRule  #
 NAME = "quality_detector"
 SECTION_TITLE = "## Quality: sparse detector frames"
 RESULTS = HERE / "results" / NAME
-RECIPE = REPO / "configs" / "detector_denoise.yaml"
+RECIPE = REPO / "smp_imbalance" / "configs" / "detector_denoise.yaml"
 ANCHOR = {"signal_retention": 0.97, "noise_removal": 0.91}  # DeepClean3D, as its authors report
 GOAL = {"signal_retention": 0.95, "noise_removal": 0.90}
 

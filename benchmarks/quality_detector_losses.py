@@ -4,7 +4,7 @@
     python benchmarks/quality_detector_losses.py --quick --out D  # smoke run (< 1 min), as CI does
     python benchmarks/quality_detector_losses.py --write          # also BENCHMARKS.md + docs/images
 
-The same smp ``Unet`` as the main job (``configs/detector_denoise.yaml``: resnet18 encoder at
+The same smp ``Unet`` as the earlier main job (before the hit-graph denoiser: resnet18 encoder at
 depth 3, decoder [32, 16, 8], random init) is trained on simulated frames (about 30 signal and
 200 noise hits in 128 x 88) with each contender's loss, for the same steps, batches, optimiser
 and schedule, from the same initial weights per seed; each contender is trained once per seed.
@@ -80,7 +80,7 @@ ANCHOR = {"signal_retention": 0.97, "noise_removal": 0.91}  # DeepClean3D, as th
 RETENTION_ZERO_WEIGHTING = 30.0  # the main job's first weighting: high retention, less removal
 BALANCED = "balanced"  # placeholder for the zero weighting derived from the training frames
 
-# the main job's model (configs/detector_denoise.yaml)
+# the earlier main job's model (before the hit-graph denoiser)
 MODEL = {
     "arch": "Unet",
     "encoder_name": "resnet18",

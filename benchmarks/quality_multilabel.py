@@ -5,7 +5,7 @@
     python benchmarks/quality_multilabel.py --write          # also update BENCHMARKS.md + figure
 
 **Data.** The 31,072 real label vectors of HPA ``train.csv`` (shipped as
-``benchmarks/data/hpa_targets.txt.gz``: their co-occurrence and the 1:1171 imbalance between
+``smp_imbalance/sample_data/hpa/hpa_targets.txt.gz``: their co-occurrence and the 1:1171 imbalance between
 Nucleoplasm and Rods & rings are the real ones), each rendered as a synthetic four-channel image
 (:func:`render_images`): label ``l`` draws a pattern of kind ``l // 4`` (dot, blob, ring, double
 ring, ring with a centre dot, concentric texture, puncta; all rotation-invariant, so the
@@ -32,7 +32,7 @@ of a training step per loss is timed with interleaved repeats on the same batch 
 
 **End to end.** A few thousand of the synthetic samples are written in the real HPA file layout
 (``{Id}_red|green|blue|yellow.png`` + ``train.csv``) and the package's recipe
-``configs/hpa_multilabel.yaml`` is run on them through ``smp-imbalance fit`` (overrides only:
+``hpa_multilabel`` is run on them through ``smp-imbalance fit`` (overrides only:
 data paths, image size, backbone, epochs), reporting its last ``val/f1_macro_tuned``.
 
 **Sizing.** A ``test_byobnet`` step (batch 64, 32 x 32, 2 threads) took 44 ms on this project's
@@ -78,11 +78,12 @@ from smp_imbalance.datasets.sampling import (  # noqa: E402
     rare_labels,
 )
 from smp_imbalance.metrics import MultilabelMAP, multilabel_f1, tune_thresholds  # noqa: E402
+from smp_imbalance.sample_data import sample_path  # noqa: E402
 
-TARGETS = HERE / "data" / "hpa_targets.txt.gz"
+TARGETS = sample_path("hpa", "hpa_targets.txt.gz")
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 FIGURE = REPO / "docs" / "images" / "quality_multilabel.png"
-RECIPE = REPO / "configs" / "hpa_multilabel.yaml"
+RECIPE = "hpa_multilabel"  # a packaged recipe, run by name
 BEGIN, END = _report.markers("quality_multilabel")
 SECTION_TITLE = "## Quality: multi-label with HPA's imbalance"
 
@@ -555,7 +556,7 @@ def write_hpa_layout(
 
 
 def recipe_command(settings: Settings, rare_threshold: float | None) -> list[str]:
-    """``smp-imbalance fit`` on ``configs/hpa_multilabel.yaml`` with the overrides of the end-to-end
+    """``smp-imbalance fit`` on the packaged ``hpa_multilabel`` recipe with the overrides of the end-to-end
     run (relative data paths: run it in the folder holding ``train/`` and ``train.csv``)."""
     sampler = {"labels_per_batch": 2, "positives_per_label": 2}
     if rare_threshold is not None:
@@ -564,7 +565,7 @@ def recipe_command(settings: Settings, rare_threshold: float | None) -> list[str
         "smp-imbalance",
         "fit",
         "--config",
-        str(RECIPE.relative_to(REPO)),
+        RECIPE,
         "--data.init_args.common_kwargs.root=train",
         "--data.init_args.common_kwargs.csv_file=train.csv",
         f"--data.init_args.transform_kwargs.size={settings.image_size}",
@@ -599,7 +600,6 @@ def run_recipe(data: Data, settings: Settings, out: Path, seed: int = 0) -> dict
     command = recipe_command(settings, None if coverable else 0.05)
     env = {**os.environ, "OMP_NUM_THREADS": str(settings.threads), "PYTHONWARNINGS": "ignore"}
     argv = [sys.executable, "-m", "smp_imbalance.cli", *command[1:]]
-    argv[argv.index("--config") + 1] = str(RECIPE)
     started = time.perf_counter()
     proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - started

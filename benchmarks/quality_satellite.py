@@ -5,10 +5,10 @@
     python benchmarks/quality_satellite.py --write          # also BENCHMARKS.md + docs/images
 
 Task: cross-band prediction on the real Sentinel-2 L1C sample of tile 19UDP (2017-07-29,
-``../shared/data/satellite/s2_l1c_19UDP_20170729/preview_B0*.jp2``, 687 x 687, DN 0 outside the
-acquisition strip: a wedge covering 37 % of the scene, plus a few scattered DN-0 pixels inside
-it). From a fresh clone without ``../shared/data``, the 96 x 96 crops shipped in
-``tests/data/satellite/`` are used instead (smaller patches; a smoke-sized benchmark). The
+``smp_imbalance/sample_data/satellite/s2_l1c_19UDP_20170729/preview_B0*.jp2``, shipped with the
+package, 687 x 687, DN 0 outside the acquisition strip: a wedge covering 37 % of the scene, plus
+a few scattered DN-0 pixels inside it). ``--data tests`` uses the 96 x 96 crops of it in
+``tests/data/satellite/`` instead (smaller patches; a smoke-sized benchmark). The
 model sees blue and green (B02, B03) and predicts red and near-infrared (B04, B08), the two bands
 of NDVI: B04 follows the visible bands almost linearly, B08 needs context.
 
@@ -95,6 +95,7 @@ from smp_imbalance.metrics import (  # noqa: E402
     MaskedSSIM,
     band_report,
 )
+from smp_imbalance.sample_data import sample_path  # noqa: E402
 
 NAME = "quality_satellite"
 BEGIN, END = _report.markers(NAME)
@@ -103,9 +104,7 @@ FIGURE = REPO / "docs" / "images" / f"{NAME}.png"
 BENCHMARKS = REPO / "BENCHMARKS.md"
 DEFAULT_OUT = HERE / "out" / NAME
 
-SHARED_SCENE = (
-    REPO.parent / "shared" / "data" / "satellite" / "s2_l1c_19UDP_20170729" / "preview_{band}.jp2"
-)
+SCENE = sample_path("satellite", "s2_l1c_19UDP_20170729") / "preview_{band}.jp2"
 TEST_SCENE = REPO / "tests" / "data" / "satellite" / "s2_19UDP_wedge_{band}.tif"
 INPUT_BANDS = ("B02", "B03")
 TARGET_BANDS = ("B04", "B08")
@@ -318,7 +317,7 @@ def fit_linear(image: torch.Tensor, target: torch.Tensor, valid_mask: torch.Tens
 class Settings:
     """Everything that sizes a run (the same for every loss)."""
 
-    data: str  # "shared" or "tests"
+    data: str  # "scene" or "tests"
     pattern: str
     patch: int
     train_stride: int
@@ -335,16 +334,16 @@ class Settings:
 
 
 def default_settings(data: str, quick: bool) -> Settings:
-    """Full or quick settings for the shared 687 x 687 scene or the shipped 96 x 96 crops."""
-    pattern = str(SHARED_SCENE if data == "shared" else TEST_SCENE)
-    patch = 64 if data == "shared" else 32
+    """Full or quick settings for the 687 x 687 sample scene or its 96 x 96 crops."""
+    pattern = str(SCENE if data == "scene" else TEST_SCENE)
+    patch = 64 if data == "scene" else 32
     if quick:
         return Settings(
             data,
             pattern,
             patch,
-            train_stride=patch // (2 if data == "shared" else 4),
-            val_stride=patch // (2 if data == "shared" else 4),
+            train_stride=patch // (2 if data == "scene" else 4),
+            val_stride=patch // (2 if data == "scene" else 4),
             steps=3,
             batch_size=4,
             seeds=(0,),
@@ -363,10 +362,8 @@ def default_settings(data: str, quick: bool) -> Settings:
 
 
 def resolve_data(choice: str) -> str:
-    """``auto``: the shared scene when ``../shared/data`` holds it, else the shipped crops."""
-    if choice != "auto":
-        return choice
-    return "shared" if Path(str(SHARED_SCENE).format(band="B02")).exists() else "tests"
+    """``auto``: the sample scene shipped with the package."""
+    return "scene" if choice == "auto" else choice
 
 
 def scene_height(pattern: str) -> int:
@@ -893,9 +890,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--data",
-        choices=("auto", "shared", "tests"),
+        choices=("auto", "scene", "tests"),
         default="auto",
-        help="the shared 687 x 687 scene, or the 96 x 96 crops shipped in tests/data",
+        help="the 687 x 687 sample scene (auto), or its 96 x 96 crops in tests/data",
     )
     parser.add_argument("--steps", type=int, help="training steps per run")
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (one run per loss each)")

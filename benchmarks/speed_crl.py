@@ -18,8 +18,8 @@ Contenders (forward + backward, 2 torch threads, interleaved medians):
 * ``resnet18 step`` -- one timm ``resnet18`` training step (4 x 128 x 128 input, batch 64,
   BCE forward + backward + SGD), to express the CRL overhead as a fraction of a step.
 
-Targets are 64 rows drawn from ``/work/shared/data/hpa/train.csv`` (seeded), or from the same
-label vectors shipped in ``benchmarks/data/hpa_targets.txt.gz`` where the shared folder is absent;
+Targets are 64 rows (seeded) of the real label vectors of HPA ``train.csv``, shipped with the
+package (``smp_imbalance/sample_data/hpa/hpa_targets.txt.gz``, the same rows in the same order);
 the table header says how many minority labels, anchors and triplets the batch has.
 
     python benchmarks/speed_crl.py [--quick] [--threads 2] [--device cuda]
@@ -28,7 +28,6 @@ the table header says how many minority labels, anchors and triplets the batch h
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import random
 import sys
@@ -50,23 +49,19 @@ from _timing import (
 
 from smp_imbalance.losses import ClassRectificationLoss
 from smp_imbalance.losses.functional import mining as M
+from smp_imbalance.sample_data import sample_path
 
-HPA_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa" / "train.csv"
-HPA_TARGETS = Path(__file__).resolve().parent / "data" / "hpa_targets.txt.gz"
+HPA_TARGETS = sample_path("hpa", "hpa_targets.txt.gz")
 N, C, K, RHO, MARGIN = 64, 28, 25, 0.5, 0.5
 
 
 def hpa_batch(n: int = N, seed: int = 0) -> torch.Tensor:
-    """``(n, 28)`` multi-hot targets of ``n`` random HPA training rows: from the shared
-    ``train.csv``, else from the shipped copy of its label vectors (same rows, same order)."""
+    """``(n, 28)`` multi-hot targets of ``n`` random HPA training rows (the shipped copy of the
+    label vectors of ``train.csv``)."""
     rng = random.Random(seed)
     y = torch.zeros(n, C)
-    if HPA_TRAIN.exists():
-        with HPA_TRAIN.open() as f:
-            rows = [r["Target"] for r in csv.DictReader(f)]
-    else:
-        with gzip.open(HPA_TARGETS, "rt") as f:
-            rows = [line.strip() for line in f if line.strip()]
+    with gzip.open(HPA_TARGETS, "rt") as f:
+        rows = [line.strip() for line in f if line.strip()]
     for i, t in enumerate(rng.sample(rows, n)):
         y[i, [int(v) for v in t.split()]] = 1
     return y

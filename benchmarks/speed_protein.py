@@ -1,8 +1,10 @@
 """Throughput of the ``protein_atlas`` adapter against a bare decode of the same four files.
 
-Data: four synthetic Ids, each made of four REAL 512 x 512 8-bit PNGs of different colours from
-``shared/data/hpa/train_sample/`` (symlinked into a temporary folder; the source keeps one
-channel per Id). All files sit in the page cache after the warm-up, so the numbers are decode +
+Data: four synthetic Ids, each made of four REAL 8-bit PNGs of different colours, symlinked into
+a temporary folder: by default the 128 x 128 HPA sample shipped with the package
+(``smp_imbalance/sample_data/hpa/images``); ``--images DIR`` takes them from another folder of
+``{Id}_{colour}.png`` files with at least four of each colour (the numbers in BENCHMARKS.md were
+measured on the 512 x 512 originals, sanch7/Human-Protein-Atlas ``data/train_sample/``). All files sit in the page cache after the warm-up, so the numbers are decode +
 adapter cost, not disk.
 
 Contenders (one sample per call, cycling over the four Ids, interleaved medians):
@@ -18,10 +20,10 @@ Contenders (one sample per call, cycling over the four Ids, interleaved medians)
 * ``adapter + val recipe`` -- float32 + :func:`val_transforms` (ToFloat, Normalize), for scale.
 
 A second table times one epoch plan of :class:`MinorityAwareBatchSampler` on the real
-``train.csv`` labels (31,072 rows, batch 32) against iterating torch's
+``train.csv`` labels (31,072 rows, batch 32; shipped with the package) against iterating torch's
 ``BatchSampler(RandomSampler)``.
 
-    python benchmarks/speed_protein.py [--quick]
+    python benchmarks/speed_protein.py [--quick] [--images DIR]
 """
 
 from __future__ import annotations
@@ -41,18 +43,19 @@ from torch.utils.data import BatchSampler, RandomSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import machine_line, markdown_table, time_interleaved
 
-from smp_imbalance.datasets.protein import COLOURS, ProteinAtlas, read_hpa_csv
+from smp_imbalance.datasets.protein import COLOURS, ProteinAtlas
 from smp_imbalance.datasets.sampling import MinorityAwareBatchSampler
 from smp_imbalance.datasets.transforms.protein import val_transforms
+from smp_imbalance.sample_data import hpa_train_labels, sample_path
 
-HPA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hpa"
+IMAGES = sample_path("hpa", "images")
 
 
-def _build_folder(dst: Path) -> Path:
+def _build_folder(dst: Path, images: Path = IMAGES) -> Path:
     """Four synthetic Ids ``bench-<i>`` whose colour ``c`` is the i-th real image of colour c."""
-    by_colour = {c: sorted((HPA / "train_sample").glob(f"*_{c}.png")) for c in COLOURS}
+    by_colour = {c: sorted(images.glob(f"*_{c}.png")) for c in COLOURS}
     if any(len(files) < 4 for files in by_colour.values()):
-        raise FileNotFoundError(f"need 4 real images per colour in {HPA / 'train_sample'}")
+        raise FileNotFoundError(f"need 4 real images per colour in {images}")
     for i in range(4):
         for colour, files in by_colour.items():
             (dst / f"bench-{i}_{colour}.png").symlink_to(files[i])
@@ -70,13 +73,13 @@ def _cycler(fn):
     return call
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False, images: Path = IMAGES) -> str:
     """Time the contenders; return a markdown report."""
     torch.set_num_threads(1)
     repeats = 15 if quick else 60
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        csv_path = _build_folder(root)
+        csv_path = _build_folder(root, images)
         ds_u8 = ProteinAtlas(root, csv_path, dtype="uint8")
         ds_f32 = ProteinAtlas(root, csv_path)
         ds_val = ProteinAtlas(root, csv_path, transform=val_transforms())
@@ -108,7 +111,8 @@ def run(quick: bool = False) -> str:
 
     base = next(t.median_s for t in timings if t.label == "bare cv2 decode")
     lines = [
-        "## protein_atlas: adapter throughput (one 4 x 512 x 512 sample per call)",
+        "## protein_atlas: adapter throughput "
+        f"(one {' x '.join(map(str, expected.shape))} sample per call)",
         "",
         machine_line(),
         "",
@@ -122,45 +126,47 @@ def run(quick: bool = False) -> str:
             f"| {t.label} | {1 / t.median_s:.0f} | {100 * (t.median_s / base - 1):+.1f} % |"
         )
 
-    if (HPA / "train.csv").is_file():
-        _, labels = read_hpa_csv(HPA / "train.csv")
-        assert labels is not None
-        sampler = MinorityAwareBatchSampler(labels, 32, seed=0)
-        plain = BatchSampler(RandomSampler(range(len(labels))), 32, drop_last=False)
-        epoch = itertools.count()
+    labels = hpa_train_labels()  # the real labels of train.csv, shipped with the package
+    sampler = MinorityAwareBatchSampler(labels, 32, seed=0)
+    plain = BatchSampler(RandomSampler(range(len(labels))), 32, drop_last=False)
+    epoch = itertools.count()
 
-        def minority_epoch() -> None:
-            sampler.set_epoch(next(epoch))
-            for _ in sampler:
-                pass
+    def minority_epoch() -> None:
+        sampler.set_epoch(next(epoch))
+        for _ in sampler:
+            pass
 
-        def plain_epoch() -> None:
-            for _ in plain:
-                pass
+    def plain_epoch() -> None:
+        for _ in plain:
+            pass
 
-        sampler_timings = time_interleaved(
-            [
-                ("BatchSampler(RandomSampler)", plain_epoch),
-                ("MinorityAwareBatchSampler", minority_epoch),
-            ],
-            repeats=3 if quick else 7,
-            warmup=1,
-        )
-        lines += [
-            "",
-            markdown_table(
-                f"one epoch of batch indices, 31,072 HPA labels, batch 32 ({len(sampler)} batches)",
-                sampler_timings,
-                baseline="BatchSampler(RandomSampler)",
-            ),
-        ]
+    sampler_timings = time_interleaved(
+        [
+            ("BatchSampler(RandomSampler)", plain_epoch),
+            ("MinorityAwareBatchSampler", minority_epoch),
+        ],
+        repeats=3 if quick else 7,
+        warmup=1,
+    )
+    lines += [
+        "",
+        markdown_table(
+            f"one epoch of batch indices, 31,072 HPA labels, batch 32 ({len(sampler)} batches)",
+            sampler_timings,
+            baseline="BatchSampler(RandomSampler)",
+        ),
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    print(run(quick=parser.parse_args().quick))
+    parser.add_argument(
+        "--images", type=Path, default=IMAGES, help="a folder of real {Id}_{colour}.png files"
+    )
+    args = parser.parse_args()
+    print(run(quick=args.quick, images=args.images))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ import torch
 
 os.environ.setdefault("SMP_IMBALANCE_COMPILE", "0")
 
+from smp_imbalance.sample_data import ROOT as SAMPLE_DATA
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
-TEST_DATA = Path(__file__).resolve().parent / "data"
+TEST_DATA = Path(__file__).resolve().parent / "data"  # fixtures the package does not ship
+HPA_SAMPLE = SAMPLE_DATA / "hpa"  # 4 real HPA Ids (128 x 128), shipped with the package
 
 
 def load_benchmark(name: str) -> ModuleType:

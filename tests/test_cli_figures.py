@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TEST_DATA
+from conftest import HPA_SAMPLE
 
 from smp_imbalance.cli import main as cli_main
 from smp_imbalance.plots import loss_vs_hits
@@ -32,8 +32,8 @@ def test_plot_loss_vs_hits_command(tmp_path: Path, capsys: pytest.CaptureFixture
     ("name", "kwargs"),
     [
         ("detector_frames", {"num_frames": 4, "train": False}),
-        ("protein_atlas", {"root": str(TEST_DATA / "hpa" / "images"),
-                           "csv_file": str(TEST_DATA / "hpa" / "train.csv")}),
+        ("protein_atlas", {"root": str(HPA_SAMPLE / "images"),
+                           "csv_file": str(HPA_SAMPLE / "train.csv")}),
     ],
 )  # fmt: skip
 def test_preview_command(name: str, kwargs: dict, tmp_path: Path) -> None:
@@ -45,14 +45,18 @@ def test_preview_command(name: str, kwargs: dict, tmp_path: Path) -> None:
     assert out.stat().st_size > 10_000
 
 
-def test_preview_rejects_bad_kwargs(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="not valid JSON"):
-        cli_main(
-            ["preview", "detector_frames", "--kwargs", "{oops", "--out", str(tmp_path / "x.png")]
-        )
-    with pytest.raises(SystemExit, match="must be a JSON object"):
-        cli_main(
-            ["preview", "detector_frames", "--kwargs", "[1]", "--out", str(tmp_path / "x.png")]
-        )
-    with pytest.raises(ValueError, match="unknown dataset name"):
-        cli_main(["preview", "no_such_set", "--out", str(tmp_path / "x.png")])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["preview", "detector_frames", "--kwargs", "{oops"], "not valid JSON"),
+        (["preview", "detector_frames", "--kwargs", "[1]"], "must be a JSON object"),
+        (["preview", "no_such_set"], "unknown dataset name"),
+    ],
+)
+def test_preview_rejects_bad_kwargs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli_main([*args, "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.splitlines()) <= 3

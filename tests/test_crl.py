@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED_DATA
+from conftest import HPA_SAMPLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -24,7 +24,7 @@ from smp_imbalance.losses._compile import FusedFallbackWarning
 from smp_imbalance.losses.class_rectification import imbalance_measure
 from smp_imbalance.losses.functional import mining as M
 
-HPA_COUNTS = SHARED_DATA / "hpa" / "class_counts.csv"
+HPA_COUNTS = HPA_SAMPLE / "class_counts.csv"
 CRITERIA = ("relative", "absolute", "distribution")
 
 

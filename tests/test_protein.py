@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA, TEST_DATA
+from conftest import HPA_SAMPLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
@@ -34,14 +34,12 @@ from smp_imbalance.datasets.transforms.protein import (
     val_transforms,
 )
 from smp_imbalance.registry import create_dataset
+from smp_imbalance.sample_data import hpa_train_labels
 
-HPA = SHARED_DATA / "hpa"
-FIXTURE_IMAGES = TEST_DATA / "hpa" / "images"
-FIXTURE_CSV = TEST_DATA / "hpa" / "train.csv"
+FIXTURE_IMAGES = HPA_SAMPLE / "images"
+FIXTURE_CSV = HPA_SAMPLE / "train.csv"
 FIXTURE_IDS = [f"hpa-fixture-{i}" for i in range(4)]
 FIXTURE_TARGETS = {0: [2, 25], 1: [19, 25], 2: [21], 3: [25]}
-
-needs_shared = pytest.mark.skipif(not HPA.is_dir(), reason=f"shared HPA data not found at {HPA}")
 
 
 def raw(image_id: str, colour: str, root: Path = FIXTURE_IMAGES, ext: str = ".png") -> np.ndarray:
@@ -60,28 +58,30 @@ def write_csv(path: Path, rows: list[str], header: str = "Id,Target") -> Path:
 
 
 # -- labels ---------------------------------------------------------------------------------------
-@needs_shared
-def test_class_names_match_shared_class_counts() -> None:
-    with (HPA / "class_counts.csv").open(newline="") as handle:
+def test_class_names_match_the_shipped_class_counts() -> None:
+    with (HPA_SAMPLE / "class_counts.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert NUM_CLASSES == 28
     assert [int(r["class_id"]) for r in rows] == list(range(28))
     assert tuple(r["name"] for r in rows) == CLASS_NAMES
 
 
-@needs_shared
-def test_real_train_csv_statistics() -> None:
-    ids, labels = read_hpa_csv(HPA / "train.csv")
+def test_real_train_csv_statistics(tmp_path: Path) -> None:
+    """The real labels of the competition's train.csv (shipped without the Ids), written back
+    as a csv with made-up Ids and read by the parser."""
+    real = hpa_train_labels()
+    rows = [f"id-{i}," + " ".join(map(str, np.flatnonzero(r)[::-1])) for i, r in enumerate(real)]
+    ids, labels = read_hpa_csv(write_csv(tmp_path / "train.csv", rows))
     assert labels is not None
+    assert np.array_equal(labels, real)
     assert len(ids) == labels.shape[0] == 31_072
     assert labels.shape == (31_072, 28) and labels.dtype == np.uint8
-    with (HPA / "class_counts.csv").open(newline="") as handle:
+    with (HPA_SAMPLE / "class_counts.csv").open(newline="") as handle:
         counts = [int(r["count"]) for r in csv.DictReader(handle)]
     assert labels.sum(axis=0).tolist() == counts
     per_image = np.bincount(labels.sum(axis=1), minlength=6)
     assert per_image.tolist() == [0, 15_126, 12_485, 3_160, 299, 2]  # the documented HPA facts
-    assert ids[0] == "00070df0-bbc3-11e8-b2bc-ac1f6b6435d0"
-    assert np.flatnonzero(labels[1]).tolist() == [0, 1, 2, 7]  # "7 1 2 0"
+    assert np.flatnonzero(labels[1]).tolist() == [0, 1, 2, 7]  # "7 1 2 0" in the real file
 
 
 def test_fixture_csv_targets() -> None:
@@ -209,24 +209,17 @@ def test_unlabelled_split_has_no_target(tmp_path: Path) -> None:
     assert ds.labels is None
 
 
-@needs_shared
-def test_full_size_real_images(tmp_path: Path) -> None:
-    """One synthetic Id made of four real 512x512 images of different colours."""
-    sources = {
-        "red": "0992f466-bbae-11e8-b2ba-ac1f6b6435d0",
-        "green": "0fa556f8-bbab-11e8-b2ba-ac1f6b6435d0",
-        "blue": "00822d20-bbc1-11e8-b2bb-ac1f6b6435d0",
-        "yellow": "02070102-bbb7-11e8-b2ba-ac1f6b6435d0",
-    }
+def test_real_images_are_read_unchanged(tmp_path: Path) -> None:
+    """One Id made of four real images of different Ids (symlinked under a new Id)."""
+    sources = {colour: f"hpa-fixture-{i}" for i, colour in enumerate(COLOURS)}
     for colour, image_id in sources.items():
-        src = HPA / "train_sample" / f"{image_id}_{colour}.png"
+        src = FIXTURE_IMAGES / f"{image_id}_{colour}.png"
         (tmp_path / f"real_{colour}.png").symlink_to(src)
     ds = ProteinAtlas(tmp_path, write_csv(tmp_path / "t.csv", ["real,25 2"]), dtype="uint8")
     image = ds[0]["image"]
-    assert image.shape == (4, 512, 512)
+    assert image.shape == (4, 128, 128)
     for c, (colour, image_id) in enumerate(sources.items()):
-        expected = raw(image_id, colour, root=HPA / "train_sample")
-        np.testing.assert_array_equal(image[c].numpy(), expected)
+        np.testing.assert_array_equal(image[c].numpy(), raw(image_id, colour))
 
 
 @pytest.mark.parametrize("ext", [".tif", ".png"])

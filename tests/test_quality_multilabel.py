@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT, load_benchmark, run_quick_benchmark
 
-# training-set counts of HPA train.csv (shared/data/hpa/class_counts.csv, configs/hpa_multilabel.yaml)
+# training-set counts of HPA train.csv (sample_data/hpa/class_counts.csv, the hpa_multilabel recipe)
 HPA_COUNTS = [12885, 1254, 3621, 1561, 1858, 2513, 1008, 2822, 53, 45, 28, 1093, 688, 537,
               1066, 21, 530, 210, 902, 1482, 172, 3777, 802, 2965, 322, 8228, 328, 11]  # fmt: skip
 
@@ -25,7 +25,7 @@ def targets() -> np.ndarray:
 def test_shipped_targets_are_the_real_hpa_label_vectors(targets: np.ndarray) -> None:
     assert targets.shape == (31072, 28) and targets.dtype == np.uint8
     assert targets.sum(0).tolist() == HPA_COUNTS
-    # labels per image, as in shared/data/SOURCES.md: 1: 15,126, 2: 12,485, 3: 3,160, 4: 299, 5: 2
+    # labels per image, as in sample_data/hpa/SOURCES.md: 1: 15,126, 2: 12,485, 3: 3,160, 4: 299, 5: 2
     assert np.bincount(targets.sum(1)).tolist() == [0, 15126, 12485, 3160, 299, 2]
     assert targets[:2].nonzero()[1].tolist() == [0, 16, 0, 1, 2, 7]  # "16 0", "7 1 2 0"
     assert qm.TARGETS.stat().st_size < 100_000
@@ -148,7 +148,7 @@ def test_batch_streams_are_deterministic_and_cover_the_rare_label() -> None:
 
 def test_recipe_command_only_overrides_the_recipe() -> None:
     command = qm.recipe_command(qm.QUICK, rare_threshold=None)
-    assert command[:4] == ["smp-imbalance", "fit", "--config", "configs/hpa_multilabel.yaml"]
+    assert command[:4] == ["smp-imbalance", "fit", "--config", "hpa_multilabel"]
     assert "--model.init_args.model_name=test_byobnet" in command
     assert f"--trainer.max_epochs={qm.QUICK.e2e_epochs}" in command
     assert all(a.startswith("--") for a in command[4:])

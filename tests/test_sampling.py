@@ -7,31 +7,25 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
 
 from smp_imbalance.datasets import sampling
-from smp_imbalance.datasets.protein import read_hpa_csv
 from smp_imbalance.datasets.sampling import (
     MinorityAwareBatchSampler,
     multilabel_kfold,
     multilabel_stratified_folds,
     rare_labels,
 )
+from smp_imbalance.sample_data import hpa_train_labels
 
-TRAIN_CSV = SHARED_DATA / "hpa" / "train.csv"
 HPA_RARE = [8, 9, 10, 15, 17, 20, 27]  # < 1 % of 31,072 images (class_counts.csv)
 
 
 @pytest.fixture(scope="module")
 def hpa_labels() -> np.ndarray:
-    if not TRAIN_CSV.is_file():
-        pytest.skip(f"shared HPA train.csv not found at {TRAIN_CSV}")
-    _, labels = read_hpa_csv(TRAIN_CSV)
-    assert labels is not None
-    return labels
+    return hpa_train_labels()  # the real labels of HPA train.csv, shipped with the package
 
 
 def check_plan(sampler: MinorityAwareBatchSampler) -> list[sampling.BatchPlan]:

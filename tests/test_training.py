@@ -13,15 +13,16 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT, SHARED_DATA, TEST_DATA
+from conftest import HPA_SAMPLE
 from torch import nn
 
 import smp_imbalance
+from smp_imbalance.recipes import RECIPES_DIR
 from smp_imbalance.training.cli import format_metrics, run_cli
 
 pytestmark = pytest.mark.slow
 
-CONFIGS = REPO_ROOT / "configs"
+CONFIGS = RECIPES_DIR
 TINY_DENSE = [
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=2",
@@ -34,7 +35,7 @@ TINY_DENSE = [
     "--data.init_args.batch_size=4",
     "--data.init_args.num_workers=0",
 ]
-HPA = TEST_DATA / "hpa"
+HPA = HPA_SAMPLE
 TINY_HPA = [
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=2",
@@ -316,14 +317,10 @@ def test_dense_task_rejects_bad_arguments() -> None:
         DenseTask(metrics="psnr")
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "satellite").exists(), reason="needs ../shared/data")
 @pytest.mark.parametrize("output", ["scaled", "dn"])
-def test_sentinel2_crossband_recipe_on_real_samples(
-    output: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The recipe as shipped, and with raw-DN samples scaled by the data module per batch."""
-    monkeypatch.chdir(REPO_ROOT)  # the recipe's scene path is relative to the repository
-    scene = SHARED_DATA / "satellite" / "s2_l1c_19UDP_20170729" / "preview_{band}.jp2"
+def test_sentinel2_crossband_recipe_on_real_samples(output: str, tmp_path: Path) -> None:
+    """The recipe as shipped (on the Sentinel-2 sample shipped with the package), and with
+    raw-DN samples scaled by the data module per batch."""
     trainer = _fit(
         "sentinel2_crossband.yaml",
         [
@@ -333,7 +330,6 @@ def test_sentinel2_crossband_recipe_on_real_samples(
             "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}",
             f"--trainer.logger.init_args.save_dir={tmp_path}",
-            f'--data.init_args.common_kwargs.scenes=[{{"inputs": "{scene}"}}]',
             "--model.init_args.encoder_depth=3",
             "--model.init_args.decoder_channels=[16,8,8]",
             "--data.init_args.batch_size=2",
@@ -341,6 +337,7 @@ def test_sentinel2_crossband_recipe_on_real_samples(
         ],
     )
     assert trainer.datamodule.datasets["train"].output == output
+    assert "sample data shipped with smp-imbalance" in trainer.datamodule.sample_note
     metrics = trainer.callback_metrics
     for key in ("val/psnr_B08", "val/rmse_B08", "val/ssim_B08", "val/loss"):
         assert torch.isfinite(metrics[key]), key

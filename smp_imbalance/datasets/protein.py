@@ -42,8 +42,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import cv2
 import numpy as np
+
+try:  # an optional extra
+    import cv2
+except ModuleNotFoundError as _err:
+    from smp_imbalance._extras import missing_extra
+
+    raise missing_extra(_err, "the protein_atlas dataset", "datasets") from _err
 import torch
 from torch.utils.data import Dataset
 

@@ -94,9 +94,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-import cv2
 import numpy as np
-import rasterio
+
+try:  # optional extras
+    import cv2
+    import rasterio
+except ModuleNotFoundError as _err:
+    from smp_imbalance._extras import missing_extra
+
+    raise missing_extra(_err, "the masked_bands dataset", "satellite") from _err
 import torch
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError

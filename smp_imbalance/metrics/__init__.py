@@ -13,6 +13,13 @@ nothing was counted a metric returns its ``zero_division`` value (default 0), ne
 values at invalid pixels never reach a result.
 """
 
+try:  # the [metrics] extra
+    import torchmetrics  # noqa: F401
+except ModuleNotFoundError as _err:
+    from smp_imbalance._extras import missing_extra
+
+    raise missing_extra(_err, "smp_imbalance.metrics", "metrics") from _err
+
 from smp_imbalance.metrics import functional
 from smp_imbalance.metrics.detector import DetectorHitMetrics
 from smp_imbalance.metrics.functional import (

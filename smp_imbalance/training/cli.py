@@ -1,4 +1,4 @@
-"""``smp-imbalance fit|validate|test|predict --config configs/<recipe>.yaml`` (LightningCLI).
+"""``smp-imbalance fit|validate|test|predict --config RECIPE`` (LightningCLI; RECIPE: a packaged name or a YAML path).
 
 Models and data modules are given by ``class_path``/``init_args`` like any Lightning recipe, every
 option can be overridden on the command line (``--model.init_args.lr 3e-4`` or the short

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from smp_imbalance.registry import create_dataset, is_dataset, list_datasets
+from smp_imbalance.registry import DATASET_REGISTRY, create_dataset, is_dataset
+from smp_imbalance.sample_data import SAMPLES
 from smp_imbalance.training.resume import (
     DrawBatches,
     ResumableDataLoader,
@@ -71,6 +76,12 @@ class RegistryDataModule(L.LightningDataModule):
     ``output: dn``: scaling, normalisation and fill per batch) says so through its
     ``batch_transform()``; the data module applies it in ``on_after_batch_transfer``, so the
     model, the loss and the metrics see the same batches as with ready samples.
+
+    Data paths: when a dataset with a shipped sample (:data:`smp_imbalance.sample_data.SAMPLES`:
+    ``protein_atlas``, ``masked_bands``) is given none of its path keywords (``root`` and
+    ``csv_file``; ``scenes``), it reads that sample and says so in one line (with the settings
+    the sample is too small for, e.g. folds). Paths that are given are checked here, before
+    any training: a missing file or folder raises ``FileNotFoundError`` naming the config key.
     """
 
     def __init__(
@@ -93,10 +104,10 @@ class RegistryDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not is_dataset(dataset):
-            raise ValueError(
-                f"data.dataset: unknown dataset name {dataset!r}; valid names: "
-                f"{', '.join(list_datasets())}"
-            )
+            try:
+                DATASET_REGISTRY.get(dataset)  # its message names the close matches
+            except ValueError as err:
+                raise ValueError(f"data.dataset: {err}") from err
         if transforms not in ("default", "none"):
             raise ValueError(f"data.transforms must be 'default' or 'none', got {transforms!r}")
         if sampler not in ("random", "minority"):
@@ -108,11 +119,11 @@ class RegistryDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.dataset_name = dataset
         self.split_kwargs = {
-            "train": train_kwargs or {},
-            "val": val_kwargs or {},
-            "test": test_kwargs,
+            "train": dict(train_kwargs or {}),
+            "val": dict(val_kwargs or {}),
+            "test": None if test_kwargs is None else dict(test_kwargs),
         }
-        self.common_kwargs = common_kwargs or {}
+        self.common_kwargs = dict(common_kwargs or {})
         self.transforms = transforms
         self.transform_kwargs = transform_kwargs or {}
         self.batch_size = batch_size
@@ -121,11 +132,65 @@ class RegistryDataModule(L.LightningDataModule):
         self.sampler_kwargs = sampler_kwargs or {}
         self.folds, self.fold, self.fold_seed = folds, fold, fold_seed
         self.seed = seed
+        self.sample_note: str | None = None  # the one-line notice when the sample data is used
+        self._use_sample_if_no_data()
+        for section, kwargs in self._sections():
+            _check_data_paths(kwargs, f"data.init_args.{section}")
         self.datasets: dict[str, Dataset] = {}
         self.train_labels: Any = None  # (N, C) multi-hot of the train split, for the sampler
         self._train_loader_obj: ResumableDataLoader | None = None
         self._train_loader_state: dict[str, int] | None = None  # from a checkpoint, not yet used
         self._batch_transforms: dict[str, Any] = {}  # split -> its dataset's batch transform
+
+    def _sections(self) -> list[tuple[str, dict[str, Any]]]:
+        """``(config key, keywords)`` of the common and the per-split dataset keywords."""
+        sections = [("common_kwargs", self.common_kwargs)]
+        for split in ("train", "val", "test"):
+            if self.split_kwargs[split] is not None:
+                sections.append((f"{split}_kwargs", self.split_kwargs[split]))
+        return sections
+
+    def _use_sample_if_no_data(self) -> None:
+        """Fill the dataset's path keywords from its shipped sample when none is given."""
+        sample = SAMPLES.get(self.dataset_name)
+        if sample is None:
+            return
+        given = {
+            key: section
+            for section, kwargs in self._sections()
+            for key in sample.keys
+            if kwargs.get(key) is not None
+        }
+        if given:
+            missing = [key for key in sample.keys if key not in given]
+            if missing:
+                have = ", ".join(f"data.init_args.{given[k]}.{k}" for k in given)
+                raise ValueError(
+                    f"{have} is given but data.init_args.common_kwargs.{missing[0]} is not: "
+                    f"{self.dataset_name!r} needs {' and '.join(sample.keys)} together (give "
+                    "none of them to train on the sample data shipped with smp-imbalance)"
+                )
+            return
+        for _, kwargs in self._sections():
+            for key in sample.keys:
+                kwargs.pop(key, None)
+        self.common_kwargs = {**self.common_kwargs, **sample.kwargs}
+        changed = []
+        for key, value in sample.limits.items():
+            current = getattr(self, key)
+            if key == "batch_size":
+                value = min(current, value)
+            if current != value:
+                setattr(self, key, value)
+                changed.append(f"{key}={value}")
+        keys = " and ".join(f"data.init_args.common_kwargs.{k}" for k in sample.keys)
+        self.sample_note = (
+            f"data: no {keys} given, so training on the sample data shipped with smp-imbalance: "
+            f"{sample.what}"
+            + (f" ({', '.join(changed)} for it)" if changed else "")
+            + f"; for real data set {keys}"
+        )
+        rank_zero_info(self.sample_note)
 
     def _create(self, split: str, kwargs: dict[str, Any]) -> Dataset:
         kwargs = {**self.common_kwargs, **kwargs}
@@ -293,3 +358,44 @@ class RegistryDataModule(L.LightningDataModule):
         return DataLoader(
             self.build("test"), batch_size=self.batch_size, **self._common_loader_kwargs()
         )
+
+
+def _check_data_paths(kwargs: Mapping[str, Any], where: str) -> None:
+    """Raise ``FileNotFoundError`` naming the config key when a data path in ``kwargs`` does not
+    exist: ``root`` (a folder), ``csv_file`` (a file), and every source of ``scenes``
+    (``inputs`` / ``targets`` / ``mask``: a path, a glob pattern with ``{band}``, or a
+    band -> path mapping)."""
+    hint = "the recipe's data is missing: point the key at your data on the command line"
+    for key, is_dir in (("root", True), ("csv_file", False)):
+        value = kwargs.get(key)
+        if isinstance(value, (str, os.PathLike)):
+            path = Path(value)
+            ok = path.is_dir() if is_dir else path.is_file()
+            if not ok:
+                kind = "folder" if is_dir else "file"
+                raise FileNotFoundError(f"{where}.{key}: no such {kind} {path} ({hint})")
+    scenes = kwargs.get("scenes")
+    if not isinstance(scenes, (list, tuple)):
+        return
+    for i, scene in enumerate(scenes):
+        if not isinstance(scene, Mapping):
+            continue
+        for role in ("inputs", "targets", "mask"):
+            spec = scene.get(role)
+            sources = (
+                list(spec.values())
+                if isinstance(spec, Mapping)
+                else [spec]
+                if isinstance(spec, (str, os.PathLike))
+                else []
+            )
+            for source in sources:
+                if isinstance(source, (list, tuple)) and source:  # (path, band index or name)
+                    source = source[0]
+                if not isinstance(source, (str, os.PathLike)):
+                    continue
+                pattern = str(source).replace("{band}", "*")
+                if not glob.glob(pattern):
+                    raise FileNotFoundError(
+                        f"{where}.scenes[{i}].{role}: no file matches {source} ({hint})"
+                    )

@@ -34,24 +34,58 @@ def build_loss(loss: str | nn.Module, loss_kwargs: dict[str, Any] | None) -> nn.
         raise TypeError(f"model.loss_kwargs {loss_kwargs} do not fit loss {loss!r}: {err}") from err
 
 
-def _freeze_unused_parameters(net: nn.Module, in_channels: int, divisor: int) -> list[str]:
-    """Freeze parameters that never reach the output (smp keeps the encoder stages beyond
-    ``encoder_depth``), so that DDP does not stop on unused parameters and the optimiser skips
-    them. Found with one eval-mode forward/backward of a small dummy input (running stats intact).
-    """
+def _unused_parameters(net: nn.Module, dummy: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    """Names of the parameters that never reach the output, and the output, from one eval-mode
+    forward/backward of ``dummy`` (running stats intact)."""
     was_training = net.training
     net.eval()
     params = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
-    dummy = torch.zeros(1, in_channels, 2 * divisor, 2 * divisor)
-    grads = torch.autograd.grad(
-        net(dummy).sum(), [p for _, p in params], allow_unused=True, materialize_grads=False
-    )
+    out = net(dummy)
+    grads = torch.autograd.grad(out.sum(), [p for _, p in params], allow_unused=True)
     net.train(was_training)
-    unused = [name for (name, p), g in zip(params, grads, strict=True) if g is None]
-    for (_, p), g in zip(params, grads, strict=True):
-        if g is None:
+    return [name for (name, _), g in zip(params, grads, strict=True) if g is None], out.detach()
+
+
+def _drop_unused_modules(net: nn.Module, in_channels: int, divisor: int) -> list[str]:
+    """Remove the submodules whose parameters never reach the output, and freeze any other unused
+    parameter; return the removed modules' and frozen parameters' names.
+
+    smp builds every encoder stage whatever ``encoder_depth`` says (a depth-3 resnet18 UNet keeps
+    ``layer3`` and ``layer4``: 93 % of its weights, never run), so they would fill checkpoints and,
+    trainable, stop DDP on unused parameters. A module is removed only if the network still runs
+    without it and gives the same output on a dummy input; otherwise it stays, frozen.
+    """
+    dummy = torch.zeros(1, in_channels, 2 * divisor, 2 * divisor)
+    unused, reference = _unused_parameters(net, dummy)
+    unused_set = set(unused)
+    removed: list[str] = []
+    for name, module in list(net.named_modules()):
+        if not name or any(name.startswith(f"{r}.") for r in removed):
+            continue
+        own = [f"{name}.{p}" for p, _ in module.named_parameters()]
+        if not own or not set(own) <= unused_set:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        delattr(parent, child)
+        was_training = net.training
+        net.eval()
+        try:
+            with torch.no_grad():
+                same = torch.equal(net(dummy), reference)
+        except Exception:  # the forward needs it after all (e.g. timm's FeatureListNet loops)
+            same = False
+        net.train(was_training)
+        if same:
+            removed.append(name)
+        else:
+            parent.add_module(child, module)
+    frozen = []
+    for name, p in net.named_parameters():
+        if name in unused_set:
             p.requires_grad_(False)
-    return unused
+            frozen.append(name)
+    return removed + frozen
 
 
 class DenseTask(TimmOptimMixin, L.LightningModule):
@@ -142,7 +176,7 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
             # a model of ours (e.g. the hit-graph denoiser): no encoder, any frame size
             self.net = MODELS[arch](in_channels=in_channels, classes=classes, **kwargs)
             self.divisor = 1
-            self.frozen_unused: list[str] = []
+            self.dropped_unused: list[str] = []
         else:
             import segmentation_models_pytorch as smp
 
@@ -158,7 +192,8 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
                 **kwargs,
             )
             self.divisor = 2**encoder_depth
-            self.frozen_unused = _freeze_unused_parameters(self.net, in_channels, self.divisor)
+            # the modules smp builds but never runs: left out of the model and its checkpoints
+            self.dropped_unused = _drop_unused_modules(self.net, in_channels, self.divisor)
         self.loss_fn = build_loss(loss, loss_kwargs)
         self.val_metrics = self._build_metrics(metrics, metric_kwargs or {})
 
@@ -211,6 +246,14 @@ class DenseTask(TimmOptimMixin, L.LightningModule):
                 f"model.classes={self.hparams.classes} but the dataset's target has "
                 f"{channels_out} channels"
             )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Accept checkpoints written before the unused encoder stages were left out: their
+        weights (never used) are dropped instead of failing the strict load."""
+        state = checkpoint.get("state_dict", {})
+        prefixes = tuple(f"net.{name}." for name in self.dropped_unused)
+        for key in [k for k in state if k.startswith(prefixes)]:
+            del state[key]
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The global RNG states travel with the checkpoints (an exact resume, see :mod:`.resume`)."""
