@@ -10,8 +10,9 @@ class is ``|t| > b[-1]``. With ``d = y_pred - y_true``, a validity mask ``m`` an
          = sum_{i in P} s_i d_i^2,     s_i = m_i w_{class(i)} / max(n_{class(i)}, 1)
 
 so every class contributes the mean squared error over its own pixels, and an empty class
-contributes exactly 0. The second form is the one computed: one per-pixel scale ``s`` (not
-differentiated: it depends on the target only) times the squared error, summed.
+contributes exactly 0. The forward computes the first form (per-class sums ``S_k`` as dot
+products of a class indicator with the squared-error map); the gradient is ``2 s_i d_i``, with
+``s`` the per-pixel scale of the second form (not differentiated: it depends on the target only).
 
 Validity ``m``: the ``mask`` when one is given; without one, every pixel whose target is finite
 (NaN and +-inf targets belong to no class, so a corrupt target pixel cannot poison the loss). A
@@ -23,8 +24,9 @@ Everything is written without data-dependent control flow (no boolean indexing, 
 ``.item()``): the functions never sync the device and compile with ``fullgraph=True``. The class
 indicators are float 0/1 maps made by comparisons written straight into float tensors (a bool
 map costs several times more on the CPU, in the comparison and again in every ``where`` and sum
-that reads it); ``s`` is assembled from them with exact products (one indicator is 1, the others
-0), so the values equal the per-class sums up to summation order.
+that reads it). The eager path is about 15 full-size ops forward and backward together
+(``F.mse_loss`` is about 4), float arithmetic only without a mask; ``s``, where it is built
+(the fused backward), is a sum of indicator products, exact as one indicator is 1, the others 0.
 
 Two paths compute the same values:
 
