@@ -147,3 +147,19 @@ def test_crl_kernel_compiles_single_threaded() -> None:
     from smp_imbalance.losses.functional import mining
 
     assert mining._VALUE_AND_GRAD.options == {"cpp.threads": 1}
+
+
+def test_option_rejected_by_torch_compile_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch):
+    """An option a future torch no longer knows raises in ``torch.compile`` itself: the kernel
+    warns once and runs eagerly instead of failing the loss."""
+    monkeypatch.setenv(COMPILE_ENV, "1")
+
+    def rejecting(fn, **kwargs):
+        raise RuntimeError("Unexpected optimization option cpp.threads")
+
+    monkeypatch.setattr(torch, "compile", rejecting)
+    kernel = FusedKernel(_kernel, "toy", options={"cpp.threads": 1})
+    x, y = _inputs()
+    with pytest.warns(FusedFallbackWarning, match="Unexpected optimization option"):
+        _assert_same(kernel(x, y, 0.5, "batch"), _kernel(x, y, 0.5, "batch"))
+    assert kernel.failed is not None

@@ -85,11 +85,11 @@ class FusedKernel:
             or torch.compiler.is_compiling()
         ):
             return self.fn(*args, **kwargs)
-        if self._compiled is None:
-            self._compiled = torch.compile(
-                self.fn, dynamic=self.dynamic, fullgraph=True, options=self.options
-            )
         try:
+            if self._compiled is None:  # inside the try: an option a torch version lacks raises
+                self._compiled = torch.compile(
+                    self.fn, dynamic=self.dynamic, fullgraph=True, options=self.options
+                )
             return self._compiled(*args, **kwargs)
         except Exception as err:  # inductor/dynamo raise many types; eager gives the same result
             self._failed = _first_line(err)
