@@ -7,6 +7,7 @@ hits all of them alike; the table reports medians and each contender's ratio to 
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -23,6 +24,7 @@ __all__ = [
     "device_sync",
     "first_calls_s",
     "host_syncs",
+    "load_line",
     "machine_line",
     "markdown_table",
     "time_interleaved",
@@ -104,6 +106,16 @@ def machine_line(device: str = "cpu") -> str:
     if torch.device(device).type != "cuda":
         return cpu
     return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), host {cpu}"
+
+
+def load_line(start: tuple[float, float, float]) -> str:
+    """The 1-minute load average at the start (``os.getloadavg()`` taken then) and now, against
+    the CPU count: other jobs on a shared machine inflate every timing, so say how busy it was."""
+    end = os.getloadavg()
+    return (
+        f"Load average (1 min) on this {os.cpu_count()}-CPU machine: {start[0]:.1f} at the start, "
+        f"{end[0]:.1f} at the end of the run."
+    )
 
 
 def first_calls_s(fn: Callable[[], object], calls: int = FIRST_CALLS) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import _report  # noqa: E402
-from _timing import machine_line  # noqa: E402
+from _timing import load_line, machine_line  # noqa: E402
 
 PARTS = ("speed_acb_mse", "speed_valid_pixel", "speed_crl")
 
@@ -35,6 +36,7 @@ def section_name(device: str) -> str:
 
 def run(quick: bool = False, device: str = "cpu") -> str:
     torch.set_num_threads(2)
+    load = os.getloadavg()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     flags = (" --quick" if quick else "") + (f" --device {device}" if device != "cpu" else "")
     sections = [
@@ -44,6 +46,7 @@ def run(quick: bool = False, device: str = "cpu") -> str:
     for part in PARTS:
         module = importlib.import_module(part)
         sections.append(module.run(quick=quick, device=device))
+    sections.insert(2, load_line(load))
     return "\n\n".join(sections)
 
 

@@ -3,6 +3,7 @@
     python benchmarks/speed_step_share.py                 # prints markdown
     python benchmarks/speed_step_share.py --quick         # a smoke run (CI)
     python benchmarks/speed_step_share.py --device cuda   # on a GPU
+    python benchmarks/speed_step_share.py --write         # also replace its BENCHMARKS.md block
 
 Two steps, each timed as forward + loss + backward + optimizer step, interleaved with the loss
 alone (forward + backward on the step's own prediction):
@@ -23,7 +24,9 @@ ratios within one run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +38,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _timing import FIRST_CALLS, first_calls_s, machine_line, time_interleaved  # noqa: E402
+import _report  # noqa: E402
+from _timing import (  # noqa: E402
+    FIRST_CALLS,
+    first_calls_s,
+    load_line,
+    machine_line,
+    time_interleaved,
+)
 
 from smp_imbalance import create_dataset, create_loss  # noqa: E402
 
@@ -166,6 +176,8 @@ def resnet_part(repeats: int, device: str, size: int) -> tuple[list[str], list[s
 
 def run(quick: bool = False, device: str = "cpu") -> str:
     torch.set_num_threads(2)
+    load = os.getloadavg()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     repeats = 3 if quick else 11
     det_rows, det_notes = detector_part(repeats, device)
     res_rows, res_notes = resnet_part(3 if quick else 7, device, 64 if quick else 128)
@@ -174,7 +186,9 @@ def run(quick: bool = False, device: str = "cpu") -> str:
         [
             "### Loss cost as a share of a training step",
             "",
-            machine_line(device),
+            f"Measured {started} on {machine_line(device)}.",
+            "",
+            load_line(load),
             "",
             f"Command: `python benchmarks/speed_step_share.py{flags}`. Medians of interleaved "
             "rounds; loss rows are forward + backward on the step's own prediction.",
@@ -193,8 +207,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats, small images")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
-    print(run(quick=args.quick, device=args.device))
+    markdown = run(quick=args.quick, device=args.device)
+    print(markdown)
+    if args.write:
+        _report.write_section("step_share", markdown)
 
 
 if __name__ == "__main__":

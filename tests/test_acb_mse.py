@@ -138,6 +138,8 @@ def test_parity_property(arrays, weights, fused):
 @FUSED
 @pytest.mark.parametrize("where", ["y_pred@hit", "y_pred@nohit", "y_true@hit"])
 def test_nan_propagates_where_the_package_hides_it(fused, where):
+    """A NaN prediction always gives NaN (a diverged model shows); a NaN target gives NaN only
+    where a valid_mask says the pixel is valid (without one, non-finite targets are invalid)."""
     p, t = sparse((2, 1, 6, 6), 0.3)
     t[0, 0, 0, 0], t[0, 0, 0, 1] = 0.5, 0.0
     p = p.detach().clone()
@@ -145,7 +147,55 @@ def test_nan_propagates_where_the_package_hides_it(fused, where):
     index = (0, 0, 0, 0) if pixel == "hit" else (0, 0, 0, 1)
     (p if name == "y_pred" else t)[index] = float("nan")
     assert torch.isfinite(torch.as_tensor(ACBLoss()(p, t)))  # the package drops the class
-    assert torch.isnan(ACBMSELoss(fused=fused)(p, t))
+    everything = torch.ones(1, 1, 1, 1, dtype=torch.bool)
+    assert torch.isnan(ACBMSELoss(fused=fused)(p, t, everything))
+    assert torch.isnan(ACBMSELoss(fused=fused)(p, t)) == (name == "y_pred")
+
+
+NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+@FUSED
+@pytest.mark.parametrize("bad", list(NON_FINITE))
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"pooling": "sample"}, {"class_boundaries": [0.0, 0.8], "pooling": "sample"}],
+    ids=["batch", "sample", "3_classes"],
+)
+def test_no_mask_means_every_finite_target_pixel(fused, bad, kwargs):
+    """valid_mask=None is the explicit mask isfinite(y_true): same value, same gradient (finite),
+    for non-finite values in both classes and a whole sample of them."""
+    p, t = sparse((3, 2, 5, 4), 0.3)
+    t[0, 0, 0, :2] = NON_FINITE[bad]  # among the pixels of both classes
+    t[1, 1] = NON_FINITE[bad]
+    loss = ACBMSELoss(0.7, 1.9, **kwargs, fused=fused)
+    p2 = p.detach().clone().requires_grad_()
+    implicit = loss(p, t)
+    explicit = loss(p2, t, torch.isfinite(t))
+    assert torch.isfinite(implicit)
+    torch.testing.assert_close(implicit, explicit, rtol=1e-6, atol=0)
+    implicit.backward()
+    explicit.backward()
+    assert torch.isfinite(p.grad).all() and (p.grad[~torch.isfinite(t)] == 0).all()
+    torch.testing.assert_close(p.grad, p2.grad, rtol=1e-6, atol=0)
+
+
+@FUSED
+def test_no_mask_all_non_finite_target_is_zero_attached(fused):
+    p = torch.rand(2, 1, 3, 3, requires_grad=True)
+    loss = ACBMSELoss(fused=fused)(p, torch.full((2, 1, 3, 3), float("nan")))
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert (p.grad == 0).all()
+
+
+@FUSED
+@pytest.mark.parametrize("pooling", ["batch", "sample"])
+def test_gradcheck_float64_with_non_finite_targets(fused, pooling):
+    p, t = sparse((2, 2, 3, 4), 0.4, dtype=torch.float64)
+    t[0, 0, 0, 0], t[1, 1, 2, 3], t[1, 0, 1, 1] = float("nan"), float("inf"), float("-inf")
+    loss = ACBMSELoss(0.7, 1.9, pooling=pooling, fused=fused)
+    assert torch.autograd.gradcheck(lambda a: loss(a, t), (p,))
 
 
 def test_package_returns_python_int_where_we_return_a_tensor():

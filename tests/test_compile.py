@@ -123,3 +123,43 @@ def test_fused_true_goes_through_torch_compile(monkeypatch: pytest.MonkeyPatch) 
     acb._FORWARD.reset()
     acb._BACKWARD.reset()
     assert compiled == ["_forward_kernel", "_backward_kernel"]
+
+
+@pytest.mark.parametrize("options", [None, {"cpp.threads": 1}], ids=["default", "one_thread"])
+def test_options_reach_torch_compile(monkeypatch: pytest.MonkeyPatch, options) -> None:
+    monkeypatch.setenv(COMPILE_ENV, "1")
+    seen: list[dict] = []
+
+    def fake_compile(fn, **kwargs):
+        seen.append(kwargs)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    kernel = FusedKernel(_kernel, "toy", options=options)
+    x, y = _inputs()
+    _assert_same(kernel(x, y, 0.5, "batch"), _kernel(x, y, 0.5, "batch"))
+    assert seen == [{"dynamic": None, "fullgraph": True, "options": options}]
+
+
+def test_crl_kernel_compiles_single_threaded() -> None:
+    """The CRL's tensors are ~2,000 numbers: its compiled kernels must not open an OpenMP region
+    each (on a shared CPU every region waits for the slowest thread)."""
+    from smp_imbalance.losses.functional import mining
+
+    assert mining._VALUE_AND_GRAD.options == {"cpp.threads": 1}
+
+
+def test_option_rejected_by_torch_compile_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch):
+    """An option a future torch no longer knows raises in ``torch.compile`` itself: the kernel
+    warns once and runs eagerly instead of failing the loss."""
+    monkeypatch.setenv(COMPILE_ENV, "1")
+
+    def rejecting(fn, **kwargs):
+        raise RuntimeError("Unexpected optimization option cpp.threads")
+
+    monkeypatch.setattr(torch, "compile", rejecting)
+    kernel = FusedKernel(_kernel, "toy", options={"cpp.threads": 1})
+    x, y = _inputs()
+    with pytest.warns(FusedFallbackWarning, match="Unexpected optimization option"):
+        _assert_same(kernel(x, y, 0.5, "batch"), _kernel(x, y, 0.5, "batch"))
+    assert kernel.failed is not None

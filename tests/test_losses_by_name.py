@@ -52,6 +52,33 @@ def test_every_dense_loss_has_a_spec() -> None:
     assert set(SPECS) == set(DENSE), "a new dense loss name needs a line in SPECS"
 
 
+OURS_DENSE = ("acb_mse", "valid_pixel", "sam", "sam_mse")
+
+
+@pytest.mark.parametrize("name", OURS_DENSE)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=str)
+@pytest.mark.parametrize("fused", [False, True], ids=["eager", "fused"])
+def test_no_valid_mask_means_every_finite_target_pixel(name, bad, fused) -> None:
+    """The calling convention's ``valid_mask=None``, for each of our dense losses: exactly the
+    explicit mask ``isfinite(y_true)`` (value and gradient), finite, no gradient at bad pixels."""
+    torch.manual_seed(0)
+    y_pred = torch.rand(2, 3, 5, 4, requires_grad=True)
+    y_true = torch.rand(2, 3, 5, 4) * (torch.rand(2, 3, 5, 4) < 0.5)
+    y_true[0, 1, 2, :3] = bad
+    y_true[1, :, 0, 0] = bad
+    loss = create_loss(name, fused=fused)
+    implicit = loss(y_pred, y_true)
+    pred2 = y_pred.detach().clone().requires_grad_()
+    explicit = loss(pred2, y_true, valid_mask=torch.isfinite(y_true))
+    assert torch.isfinite(implicit)
+    torch.testing.assert_close(implicit, explicit, rtol=1e-6, atol=0)
+    implicit.backward()
+    explicit.backward()
+    assert torch.isfinite(y_pred.grad).all()
+    assert (y_pred.grad[~torch.isfinite(y_true)] == 0).all()
+    torch.testing.assert_close(y_pred.grad, pred2.grad, rtol=1e-6, atol=0)
+
+
 @pytest.mark.slow
 def test_every_dense_loss_trains_in_one_smp_loop_by_name() -> None:
     """The same loop, the same call, for every name: only the target format differs."""

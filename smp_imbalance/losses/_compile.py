@@ -51,12 +51,20 @@ class FusedKernel:
         fn: the eager function; tensors and Python constants as arguments, tensors as results.
         name: used in the fallback warning.
         dynamic: passed to ``torch.compile`` (``None`` = recompile once, then go dynamic).
+        options: passed to ``torch.compile`` (its public ``options=`` dict of backend settings).
     """
 
-    def __init__(self, fn: Callable[..., Any], name: str, dynamic: bool | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        dynamic: bool | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.fn = fn
         self.name = name
         self.dynamic = dynamic
+        self.options = options
         self._compiled: Callable[..., Any] | None = None
         self._failed: str | None = None
 
@@ -77,9 +85,11 @@ class FusedKernel:
             or torch.compiler.is_compiling()
         ):
             return self.fn(*args, **kwargs)
-        if self._compiled is None:
-            self._compiled = torch.compile(self.fn, dynamic=self.dynamic, fullgraph=True)
         try:
+            if self._compiled is None:  # inside the try: an option a torch version lacks raises
+                self._compiled = torch.compile(
+                    self.fn, dynamic=self.dynamic, fullgraph=True, options=self.options
+                )
             return self._compiled(*args, **kwargs)
         except Exception as err:  # inductor/dynamo raise many types; eager gives the same result
             self._failed = _first_line(err)

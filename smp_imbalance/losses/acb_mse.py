@@ -37,14 +37,18 @@ class ACBMSELoss(nn.Module):
         loss = sum_k w_k * sum_{i in class k} (y_pred_i - y_true_i)^2 / max(n_k, 1)
 
     With two classes ``w = (zero_weighting, nonzero_weighting)``. A class with no pixel
-    contributes exactly 0. Pixels where ``valid_mask`` is ``False`` belong to no class.
+    contributes exactly 0. Only valid pixels belong to a class: those where ``valid_mask`` is
+    ``True``, or, without a ``valid_mask``, every pixel whose ``y_true`` is finite (a NaN or
+    infinite target pixel is left out, so it cannot poison the loss; a non-finite ``y_pred``
+    is never left out, so a diverging model gives a non-finite loss).
 
     By default (``pooling="batch"``) the classes are pooled over the whole batch and the result
     equals ``acb_mse.ACBLoss`` (the published package, 1.0.6) wherever that package returns a
     tensor from finite inputs. It differs on purpose where the package is wrong:
 
-    * NaN in ``y_pred`` or in a valid pixel of ``y_true`` gives a NaN loss (the package silently
-      drops the whole class term, hiding a diverged model);
+    * NaN in ``y_pred`` gives a NaN loss, and so does NaN in ``y_true`` at a pixel that a
+      ``valid_mask`` marks valid (the package silently drops the whole class term, hiding a
+      diverged model); without a ``valid_mask`` a non-finite target pixel is ignored;
     * an empty input raises ``ValueError`` (the package returns the Python int 0);
     * the result is always a floating-point tensor attached to the graph (the package can return
       the int 0, on which ``backward`` fails);
@@ -80,13 +84,15 @@ class ACBMSELoss(nn.Module):
             on first call, then faster (see BENCHMARKS.md).
 
     Defaults: two classes split at exact zero (``zero_tolerance=0``), equal weights 1,
-    ``pooling="batch"`` (the published package's behaviour), eager.
+    ``pooling="batch"`` (the published package's behaviour), every finite target pixel valid,
+    eager.
 
     Shapes:
         ``y_pred``: ``(N, *)``, e.g. ``(N, C, H, W)``, floating point (float16/bfloat16 are
         computed in float32, float64 stays float64). ``y_true``: the same shape, floating point
         or integer (gradient only for floating point). ``valid_mask``: optional bool,
-        broadcastable to ``y_true`` (e.g. ``(N, 1, H, W)``); ``None`` counts every pixel.
+        broadcastable to ``y_true`` (e.g. ``(N, 1, H, W)``); ``None`` counts every pixel whose
+        ``y_true`` is finite.
         Output: scalar, or ``(N,)`` with ``pooling="sample", reduction="none"``; float32 or
         float64.
 

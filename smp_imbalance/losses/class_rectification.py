@@ -138,8 +138,11 @@ class ClassRectificationLoss(nn.Module):
             is then almost no margin, and the hinge pushes the feature scale instead). The
             distribution criterion always normalises (its histogram spans ``[0, 2]``).
         fused: opt-in, for the default configuration (multi-label, class-level, relative):
-            compute the CRL term as one ``torch.compile(fullgraph=True)`` graph (a
-            :class:`~smp_imbalance.losses._compile.FusedKernel`: a one-time compile of seconds,
+            compute the CRL term as one ``torch.compile(fullgraph=True)`` graph that returns
+            the value and its gradient together (the backward is one multiply), with
+            single-threaded kernels (the tensors are ``(N, C)``: too small to gain from
+            threads, and on a shared CPU each parallel region waits for the slowest thread)
+            (a :class:`~smp_imbalance.losses._compile.FusedKernel`: a one-time compile of seconds,
             once more when the batch size first changes; an eager fallback with one warning
             where compilation is unavailable; eager inside a caller's own ``torch.compile``).
             ``False`` (default), or ``SMP_IMBALANCE_COMPILE=0``, runs the same maths eagerly.

@@ -361,7 +361,13 @@ def _multilabel_class_relative_value_and_grad(
     return value, torch.where(flip, -grad, grad).t()
 
 
-_VALUE_AND_GRAD = FusedKernel(_multilabel_class_relative_value_and_grad, name="crl")
+# The CRL's tensors are tiny ((C, N), about 2,000 numbers): eager ATen runs such ops on one
+# thread (below its parallel grain), but inductor opens an OpenMP region per kernel from 512
+# elements on, and on a shared CPU every region waits for the slowest thread -- which made the
+# compiled path slower than eager in a loaded run. One thread keeps the compiled kernels serial.
+_VALUE_AND_GRAD = FusedKernel(
+    _multilabel_class_relative_value_and_grad, name="crl", options={"cpp.threads": 1}
+)
 
 
 class _MultilabelClassRelative(torch.autograd.Function):
