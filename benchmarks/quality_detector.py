@@ -123,9 +123,7 @@ def tune_rule(
 ) -> dict[str, Any]:
     """The grid point and count threshold with the best score on ``data``: the rule's per-hit
     counts are computed once per grid point, then every threshold is tried on them."""
-    from smp_imbalance.models.hits import hit_list
-
-    hits = hit_list(data["image"])
+    hits = make().hits(data["image"])
     flat = {
         k: data[k].flatten(1).gather(1, hits.index) & hits.valid
         for k in ("signal_mask", "noise_mask")

@@ -12,7 +12,7 @@ from smp_imbalance.training import DenseTask, RegistryDataModule
 
 pytestmark = pytest.mark.slow
 
-MAIN_JOB = {  # the model of the detector_denoise recipe
+MAIN_JOB = {  # the earlier main job: an smp UNet cut at depth 3 (its unused stages are dropped)
     "encoder_name": "resnet18",
     "encoder_depth": 3,
     "decoder_channels": [32, 16, 8],

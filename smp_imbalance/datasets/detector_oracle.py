@@ -16,12 +16,13 @@ what keeps the ceiling below 1.
 
 ``p_j`` is a Monte-Carlo estimate: ``samples`` candidate photons of each track are drawn from the
 simulator itself (:func:`~.detector_sim.sample_track_photons`), jittered like the kept hits, and
-counted per cell, with a ``[1, 2, 1] / 4`` smoothing over neighbouring time bins against the
-sampling noise. Only simulated frames (``DetectorFrames(source=None, train=False)``) have tracks.
+counted per cell, with a ``[1, 2, 1] / 4`` smoothing along rows, columns and time bins against
+the sampling noise (a cell that no sample reached would give a signal hit odds 0). Only simulated frames (``DetectorFrames(source=None, train=False)``) have tracks.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ from smp_imbalance.datasets.detector_sim import (
 
 __all__ = ["OracleHits", "best_operating_point", "oracle_hits"]
 
-_TIME_SMOOTHING = ((-1, 0.25), (0, 0.5), (1, 0.25))
+_KERNEL = ((-1, 0.25), (0, 0.5), (1, 0.25))  # [1, 2, 1] / 4 along rows, columns and time bins
 
 
 @dataclass
@@ -104,9 +105,11 @@ def oracle_hits(dataset: DetectorFrames, index: int, samples: int = 200_000) -> 
             (s_row[own] * width + s_col[own]) * cells + s_time[own], return_counts=True
         )
         density = np.zeros(row.size)
-        for shift, weight in _TIME_SMOOTHING:
-            at = np.minimum(np.searchsorted(keys, query + shift), keys.size - 1)
-            density += weight * np.where(keys[at] == query + shift, counts[at], 0)
+        for (dr, wr), (dc, wc), (dt, wt) in itertools.product(_KERNEL, repeat=3):
+            inside = (row + dr >= 0) & (row + dr < height) & (col + dc >= 0) & (col + dc < width)
+            key = query + (dr * width + dc) * cells + dt
+            at = np.minimum(np.searchsorted(keys, key), keys.size - 1)
+            density += wr * wc * wt * np.where(inside & (keys[at] == key), counts[at], 0)
         lam_signal += share[j] * density / own.sum()
     lam_signal *= degraded.num_signal
     lam_noise = max(degraded.num_noise, 1) / (height * width * MAX_TIME)

@@ -24,6 +24,8 @@ from smp_imbalance.models.hits import HitList, hit_list
 
 __all__ = ["NeighbourCountRule", "TimeWindowRule"]
 
+_TOLERANCE = 1e-4  # float32 rounding of a distance or time difference exactly at the boundary
+
 
 class _CountRule(nn.Module):
     """A rule ``keep = count >= threshold`` on a per-hit count (subclasses give the count)."""
@@ -32,6 +34,10 @@ class _CountRule(nn.Module):
         super().__init__()
         if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 0:
             raise ValueError(f"the count threshold must be an int >= 0, got {threshold!r}")
+        if not 0.0 < gap < 1.0:
+            raise ValueError(f"gap must be in (0, 1), got {gap!r}")
+        if not isinstance(max_time, int) or isinstance(max_time, bool) or max_time < 2:
+            raise ValueError(f"max_time must be an int >= 2, got {max_time!r}")
         self.threshold = threshold
         self.gap = gap
         self.max_time = max_time
@@ -40,8 +46,15 @@ class _CountRule(nn.Module):
     def counts(self, hits: HitList) -> torch.Tensor:  # (N, P)
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def hits(self, x: torch.Tensor) -> HitList:
+        """The hits of ``x`` with whole time bins (frames hold whole bins: decoding them exactly
+        keeps a hit exactly at a boundary inside it)."""
         hits = hit_list(x, self.gap, self.max_time)
+        hits.time_bin = hits.time_bin.round()
+        return hits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hits = self.hits(x)
         logits = self.counts(hits).to(x.dtype) - self.threshold + 0.5
         return hits.to_frame(logits, self.empty_logit)
 
@@ -68,7 +81,7 @@ class NeighbourCountRule(_CountRule):
 
     def counts(self, hits: HitList) -> torch.Tensor:
         distance = hits.pair_distances(hits.scaled_coords(self.radius, self.time_scale))
-        return (distance <= 1.0).sum(2)
+        return (distance <= 1.0 + _TOLERANCE).sum(2)
 
 
 class TimeWindowRule(_CountRule):
@@ -90,6 +103,6 @@ class TimeWindowRule(_CountRule):
 
     def counts(self, hits: HitList) -> torch.Tensor:
         time = hits.time_bin.unsqueeze(-1)
-        close = (time - time.transpose(1, 2)).abs() <= self.half_width
+        close = (time - time.transpose(1, 2)).abs() <= self.half_width + _TOLERANCE
         eye = torch.eye(hits.size, dtype=torch.bool, device=time.device)
         return (close & ~eye & hits.valid.unsqueeze(1)).sum(2)

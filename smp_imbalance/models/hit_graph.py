@@ -49,10 +49,13 @@ def _check_positive(name: str, value: object, kind: type = int) -> None:
 
 
 class _EdgeConv(nn.Module):
-    """One residual edge convolution with mean aggregation over a fixed neighbour list."""
+    """One residual edge convolution over a fixed neighbour list, messages averaged (``mean``) or
+    weighted by a learned softmax over the neighbours (``attention``: a hit can listen to the
+    one consistent neighbour among several noise hits)."""
 
-    def __init__(self, channels: int, offset_features: int) -> None:
+    def __init__(self, channels: int, offset_features: int, attention: bool = False) -> None:
         super().__init__()
+        self.score = nn.Linear(channels, 1) if attention else None
         self.centre = nn.Linear(channels, channels)
         self.neighbour = nn.Linear(channels, channels, bias=False)
         self.offset = nn.Linear(offset_features, channels, bias=False)
@@ -75,7 +78,13 @@ class _EdgeConv(nn.Module):
         # linear(cat[h_i, h_j, d_ij]) split into per-hit projections: no (N, P, k, 2C) tensor
         h_j = self.neighbour(h).gather(1, neighbours.reshape(n, p * k, 1).expand(-1, -1, c))
         e = F.relu(self.centre(h).unsqueeze(2) + h_j.view(n, p, k, c) + self.offset(offsets))
-        message = (F.relu(self.edge(e)) * weights).sum(2)
+        m = F.relu(self.edge(e))
+        if self.score is not None:
+            logits = self.score(m).masked_fill(weights == 0, float("-inf"))
+            attention = torch.softmax(logits, dim=2).nan_to_num(0.0)  # a hit with no neighbour
+            message = (m * attention).sum(2)
+        else:
+            message = (m * weights).sum(2)
         return self.norm(h + self.out(message))
 
 
@@ -97,6 +106,7 @@ class HitGraphDenoiser(nn.Module):
         empty_logit: the logit given to pixels with no hit.
         dynamic: link the hits anew in feature space before every layer after the first
             (Dynamic Graph CNN); ``False`` keeps the (row, column, time) neighbours throughout.
+        attention: weight each hit's neighbours by a learned softmax instead of averaging them.
 
     Shapes: ``x`` ``(N, 1, H, W)`` float in ``{0} U [gap, 1]`` -> ``(N, 1, H, W)`` logits.
     """
@@ -114,6 +124,7 @@ class HitGraphDenoiser(nn.Module):
         max_time: int = 1000,
         empty_logit: float = -20.0,
         dynamic: bool = False,
+        attention: bool = False,
     ) -> None:
         super().__init__()
         if in_channels != 1 or classes != 1:
@@ -141,7 +152,7 @@ class HitGraphDenoiser(nn.Module):
             nn.Linear(inputs, channels), nn.ReLU(), nn.Linear(channels, channels)
         )
         self.context = nn.ModuleList(nn.Linear(channels, channels) for _ in range(layers))
-        self.convs = nn.ModuleList(_EdgeConv(channels, 4) for _ in range(layers))
+        self.convs = nn.ModuleList(_EdgeConv(channels, 4, attention) for _ in range(layers))
         self.head = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, 1))
 
     DENSITY_RADII = (0.5, 1.0, 2.0)
@@ -204,14 +215,14 @@ class HitGraphDenoiser(nn.Module):
         h = self.embed(torch.cat([position, self._densities(hits, distance)], -1))
         padding = ~hits.valid.unsqueeze(-1)
         has_hits = (hits.counts > 0).view(n, 1, 1)  # a frame with no hit gets a zero context
-        blocked = torch.isinf(distance.diagonal(dim1=1, dim2=2)).unsqueeze(
-            1
-        ) | ~hits.valid.unsqueeze(1)
+        eye = torch.eye(p, dtype=torch.bool, device=x.device)
+        blocked = eye.unsqueeze(0) | ~hits.valid.unsqueeze(1)  # no edge to itself or padding
         for layer, (context, conv) in enumerate(zip(self.context, self.convs, strict=True)):
             if layer and self.dynamic:
                 # later layers link each hit to its nearest hits in feature space (DGCNN):
                 # hits of one track can meet there though far apart on the detector
-                features = torch.cdist(h, h).masked_fill(blocked, float("inf"))
+                features = torch.cdist(h, h, compute_mode="donot_use_mm_for_euclid_dist")
+                features = features.masked_fill(blocked, float("inf"))
                 graph = self._graph(hits, coords, features, k)
             frame = h.masked_fill(padding, float("-inf")).amax(1, keepdim=True)
             frame = torch.where(has_hits, frame, torch.zeros_like(frame))

@@ -36,7 +36,9 @@ class HitList:
 
     def pair_distances(self, coords: torch.Tensor) -> torch.Tensor:
         """(N, P, P) distances between the hits of each frame; ``inf`` to padding and self."""
-        distance = torch.cdist(coords, coords)
+        # the exact (not matrix-multiply) form: a hit's distances must not depend on the other
+        # frames of the batch, or on how many hits there are
+        distance = torch.cdist(coords, coords, compute_mode="donot_use_mm_for_euclid_dist")
         eye = torch.eye(self.size, dtype=torch.bool, device=coords.device)
         return distance.masked_fill(eye.unsqueeze(0) | ~self.valid.unsqueeze(1), float("inf"))
 
