@@ -348,6 +348,40 @@ def recipe_steps(recipe: dict[str, Any]) -> int:
     return recipe["max_epochs"] * frames_per_epoch // data["batch_size"]
 
 
+def run_checkpoint(path: Path, count: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Score a trained main-job checkpoint (``make demo``'s ``best``/``last.ckpt``) on every
+    setting, and draw its hardest default-setting frames (see :func:`save_hard_frames`)."""
+    from smp_imbalance.training.dense import DenseTask
+
+    task = DenseTask.load_from_checkpoint(path, map_location="cpu")
+    scores = {}
+    for setting in SETTINGS:
+        scores[setting] = score_task(task, stack(frames(setting, VAL_SEED, count)))
+        log(f"checkpoint on {setting}: {scores[setting]['score']:.3f}")
+    return {"checkpoint": str(path), "scores": scores}
+
+
+def save_hard_frames(path: Path, out: Path, count: int = 64, rows: int = 3) -> Path:
+    """The figure of the README: the ``rows`` default-setting validation frames (of the first
+    ``count``) where the checkpoint errs most (lost signal + kept noise hits), drawn by the
+    same four-colour panel the recipe writes each validation."""
+    from smp_imbalance.training.dense import DenseTask
+    from smp_imbalance.training.plots import save_detector_panel
+
+    task = DenseTask.load_from_checkpoint(path, map_location="cpu").eval()
+    ds = frames("default", VAL_SEED, count)
+    batch = {
+        k: torch.stack([ds[i][k] for i in range(count)])
+        for k in ("image", "signal_mask", "noise_mask")
+    }
+    with torch.no_grad():
+        pred = task(batch["image"])
+    kept = pred > 0
+    errors = ((batch["signal_mask"] & ~kept) | (batch["noise_mask"] & kept)).flatten(1).sum(1)
+    hard = torch.argsort(errors, descending=True, stable=True)[:rows]
+    return save_detector_panel({k: v[hard] for k, v in batch.items()}, pred[hard], out)
+
+
 # ----------------------------------------------------------------------------------------------
 # Report
 # ----------------------------------------------------------------------------------------------
@@ -392,6 +426,13 @@ def report(parts: dict[str, dict[str, Any]]) -> str:
         header,
         "|---|" + "---:|" * len(settings),
     ]
+    checkpoint = parts.get("checkpoint", {}).get("results")
+    if checkpoint:
+        lines.append(
+            "| **the main job's checkpoint** (`make demo`, 1 run) | "
+            + " | ".join(f"**{checkpoint['scores'][s]['score']:.3f}**" for s in settings)
+            + " |"
+        )
     for label in ("oracle", "neighbour rule", "time-window rule"):
         if rules:
             lines.append(
@@ -481,7 +522,13 @@ def report(parts: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("rules", "networks", "curve"), action="append")
+    parser.add_argument(
+        "--part", choices=("rules", "networks", "curve", "checkpoint"), action="append"
+    )
+    parser.add_argument("--ckpt", type=Path, help="the checkpoint of --part checkpoint")
+    parser.add_argument(
+        "--figure", type=Path, help="with --ckpt: write the hard-frames figure here"
+    )
     parser.add_argument(
         "--only", action="append", default=[], help="networks whose label contains this"
     )
@@ -502,6 +549,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             results = run_rules(count, samples, print)
         elif part == "networks":
             results = run_networks(seeds, 4 if args.quick else args.steps, count, args.only, print)
+        elif part == "checkpoint":
+            if args.ckpt is None:
+                parser.error("--part checkpoint needs --ckpt PATH")
+            results = run_checkpoint(args.ckpt, count, print)
+            if args.figure:
+                save_hard_frames(args.ckpt, args.figure)
         else:
             recipe = load_recipe()
             steps = 4 if args.quick else (args.steps or 4 * recipe_steps(recipe))
@@ -519,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{part}: {record['wall_s'] / 60:.1f} min -> {args.out / f'{part}.json'}")
     saved = {
         p: json.loads((args.out / f"{p}.json").read_text())
-        for p in ("rules", "networks", "curve")
+        for p in ("rules", "checkpoint", "networks", "curve")
         if (args.out / f"{p}.json").exists()
     }
     markdown = report(saved)

@@ -13,7 +13,13 @@ import smp_imbalance
 from smp_imbalance.cli import main as cli_main
 from smp_imbalance.recipes import RECIPES_DIR, describe_recipe, list_recipes, resolve_recipe
 
-RECIPES = ["detector_denoise", "hpa_multilabel", "sentinel2_crossband", "sentinel2_l1c_to_l2a"]
+RECIPES = [
+    "detector_denoise",
+    "detector_denoise_long",
+    "hpa_multilabel",
+    "sentinel2_crossband",
+    "sentinel2_l1c_to_l2a",
+]
 
 
 def test_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:

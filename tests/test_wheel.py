@@ -96,5 +96,5 @@ def test_installed_wheel_runs_every_recipe_from_an_empty_folder(
         run = _run(venv_bin, tmp_path, "fit", "--config", recipe, "--trainer.fast_dev_run=true")
         assert run.returncode == 0, f"{recipe}:\n{run.stderr[-3000:]}"
         assert "final metrics" in run.stdout, recipe
-        if recipe != "detector_denoise":  # the simulator needs no data
+        if not recipe.startswith("detector_denoise"):  # the simulator needs no data
             assert "sample data shipped with smp-imbalance" in run.stdout + run.stderr, recipe
