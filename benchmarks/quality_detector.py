@@ -54,6 +54,7 @@ from smp_imbalance.datasets.detector_oracle import best_operating_point, oracle_
 from smp_imbalance.models.classical import NeighbourCountRule, TimeWindowRule  # noqa: E402
 
 NAME = "quality_detector"
+BEGIN, END = _report.markers(NAME)
 SECTION_TITLE = "## Quality: sparse detector frames"
 RESULTS = HERE / "results" / NAME
 RECIPE = REPO / "smp_imbalance" / "configs" / "detector_denoise.yaml"
@@ -86,7 +87,8 @@ def frames(setting: str, seed: int, count: int) -> DetectorFrames:
 
 def stack(dataset: DetectorFrames) -> dict[str, torch.Tensor]:
     samples = [dataset[i] for i in range(len(dataset))]
-    return {k: torch.stack([s[k] for s in samples]) for k in ("image", "signal_mask", "noise_mask")}
+    keys = ("image", "target", "signal_mask", "noise_mask")
+    return {k: torch.stack([s[k] for s in samples]) for k in keys}
 
 
 def hit_score(keep: torch.Tensor, signal: torch.Tensor, noise: torch.Tensor) -> dict[str, float]:
@@ -101,6 +103,14 @@ def hit_score(keep: torch.Tensor, signal: torch.Tensor, noise: torch.Tensor) -> 
         "false_hits_per_frame": float((keep & noise).sum()) / keep.shape[0],
         "score": 2 * retention * removal / total if total else 0.0,
     }
+
+
+def truth(data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(signal, noise)`` as the package's metrics count them (``DetectorHitMetrics``, the main
+    job's validation): a true hit is a pixel of a kept signal hit (``target > 0``, also when a
+    later noise hit overwrote it); noise is a noise hit's pixel with no signal under it."""
+    signal = data["target"] > 0
+    return signal, data["noise_mask"] & ~signal
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -124,10 +134,7 @@ def tune_rule(
     """The grid point and count threshold with the best score on ``data``: the rule's per-hit
     counts are computed once per grid point, then every threshold is tried on them."""
     hits = make().hits(data["image"])
-    flat = {
-        k: data[k].flatten(1).gather(1, hits.index) & hits.valid
-        for k in ("signal_mask", "noise_mask")
-    }
+    signal, noise = (m.flatten(1).gather(1, hits.index) & hits.valid for m in truth(data))
     best: dict[str, Any] = {"score": -1.0}
     keys = list(grid)
     for values in np.array(np.meshgrid(*grid.values())).T.reshape(-1, len(keys)):
@@ -135,7 +142,7 @@ def tune_rule(
         counts = make(**params).counts(hits)
         for threshold in range(MAX_COUNT + 1):
             keep = counts >= threshold
-            s = hit_score(keep, flat["signal_mask"], flat["noise_mask"])
+            s = hit_score(keep, signal, noise)
             if s["score"] > best["score"]:
                 best = {**s, "params": {**params, "threshold": threshold}}
     return best
@@ -144,7 +151,7 @@ def tune_rule(
 def score_rule(rule: torch.nn.Module, data: dict[str, torch.Tensor]) -> dict[str, float]:
     with torch.no_grad():
         keep = (rule(data["image"]) > 0) & (data["image"] > 0)
-    return hit_score(keep, data["signal_mask"], data["noise_mask"])
+    return hit_score(keep, *truth(data))
 
 
 def oracle(setting: str, count: int, samples: int) -> dict[str, float]:
@@ -313,7 +320,7 @@ def score_task(task: Any, val: dict[str, torch.Tensor], chunk: int = 64) -> dict
         [task(val["image"][i : i + chunk]) > 0 for i in range(0, len(val["image"]), chunk)]
     )
     task.train(was_training)
-    return hit_score(keep, val["signal_mask"], val["noise_mask"])
+    return hit_score(keep, *truth(val))
 
 
 def run_networks(
@@ -578,7 +585,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     markdown = report(saved)
     (args.out / "report.md").write_text(markdown)
     if args.write:
-        _report.write_section(NAME, markdown, _report.BENCHMARKS_MD, SECTION_TITLE)
+        write_section(markdown)
+
+
+def write_section(markdown: str, path: Path = _report.BENCHMARKS_MD) -> None:
+    """Replace this benchmark's section of ``path`` (appended if absent) with ``markdown``."""
+    _report.write_section(NAME, markdown, path, SECTION_TITLE)
 
 
 def _load() -> float:

@@ -17,7 +17,8 @@ what keeps the ceiling below 1.
 ``p_j`` is a Monte-Carlo estimate: ``samples`` candidate photons of each track are drawn from the
 simulator itself (:func:`~.detector_sim.sample_track_photons`), jittered like the kept hits, and
 counted per cell, with a ``[1, 2, 1] / 4`` smoothing along rows, columns and time bins against
-the sampling noise (a cell that no sample reached would give a signal hit odds 0). Only simulated frames (``DetectorFrames(source=None, train=False)``) have tracks.
+the sampling noise (a cell that no sample reached would give a signal hit odds 0). Only
+simulated frames (``DetectorFrames(source=None, train=False)``) have tracks.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ _KERNEL = ((-1, 0.25), (0, 0.5), (1, 0.25))  # [1, 2, 1] / 4 along rows, columns
 @dataclass
 class OracleHits:
     """The input hits of one frame with their oracle odds (1-D arrays of equal length):
-    ``odds`` float64, ``signal`` and ``noise`` bool (disjoint; a hit is one or the other)."""
+    ``odds`` float64, ``signal`` and ``noise`` bool (``noise == ~signal``).
+
+    ``signal`` marks the pixels of a kept signal hit, as :mod:`smp_imbalance.metrics` counts
+    true hits (``target > 0``): also a signal pixel overwritten by a later noise hit, whose input
+    time is the noise's (the oracle scores the time it sees, so such a hit is usually lost).
+    ``noise`` marks the other hits."""
 
     odds: np.ndarray
     signal: np.ndarray
@@ -113,9 +119,8 @@ def oracle_hits(dataset: DetectorFrames, index: int, samples: int = 200_000) -> 
         lam_signal += share[j] * density / own.sum()
     lam_signal *= degraded.num_signal
     lam_noise = max(degraded.num_noise, 1) / (height * width * MAX_TIME)
-    return OracleHits(
-        lam_signal / lam_noise, degraded.signal_mask[row, col], degraded.noise_mask[row, col]
-    )
+    true_hit = degraded.kept[row, col] > 0  # as the metrics count: the pixel holds signal
+    return OracleHits(lam_signal / lam_noise, true_hit, ~true_hit)
 
 
 def _jitter(
