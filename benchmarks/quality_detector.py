@@ -123,9 +123,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 # Part 1: the oracle and the classical rules
 # ----------------------------------------------------------------------------------------------
 
-NEIGHBOUR_GRID = {"radius": (14.0, 20.0, 28.0, 40.0), "time_scale": (0.6, 1.2, 2.4)}
-TIME_GRID = {"half_width": (10.0, 20.0, 40.0, 80.0)}
-MAX_COUNT = 40  # count thresholds tried: 0..MAX_COUNT
+NEIGHBOUR_GRID = {"radius": (14.0, 20.0, 28.0, 40.0, 56.0), "time_scale": (0.6, 1.2, 2.4, 4.8)}
+TIME_GRID = {"half_width": (10.0, 20.0, 30.0, 40.0, 60.0, 80.0)}
+MAX_COUNT = 100  # count thresholds tried: 0..MAX_COUNT (none of the tuned ones near it)
 
 
 def tune_rule(

@@ -66,7 +66,27 @@ def _safe_inputs(
     return torch.where(valid, y_pred, 0.0), torch.where(valid, y_true, 0.0)
 
 
-class MSELoss(nn.MSELoss):
+class _MaskedElementwise:
+    """``forward(y_pred, y_true, valid_mask=None)`` for a torch loss module: the module itself
+    without a mask, else its elementwise form (:meth:`_elementwise`) reduced over the valid
+    elements (invalid elements neither count nor carry a gradient, even where they are NaN)."""
+
+    reduction: str
+
+    def _elementwise(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self, y_pred: torch.Tensor, y_true: torch.Tensor, valid_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if valid_mask is None:
+            return super().forward(y_pred, y_true)  # type: ignore[misc]
+        check_mask(valid_mask, y_pred, name="valid_mask", like_name="y_pred")
+        p, t = _safe_inputs(y_pred, y_true, valid_mask)
+        return _masked_reduce(self._elementwise(p, t), valid_mask, self.reduction)
+
+
+class MSELoss(_MaskedElementwise, nn.MSELoss):
     """:class:`torch.nn.MSELoss` that also takes ``valid_mask`` (registered as ``mse``).
 
     ``loss = sum_{valid i} (y_pred_i - y_true_i)^2 / n_valid`` (``reduction="mean"``); with
@@ -74,61 +94,35 @@ class MSELoss(nn.MSELoss):
     alike; ``valid_mask`` bool, broadcastable to ``y_pred``.
     """
 
-    def forward(
-        self, y_pred: torch.Tensor, y_true: torch.Tensor, valid_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if valid_mask is None:
-            return super().forward(y_pred, y_true)
-        check_mask(valid_mask, y_pred, name="valid_mask", like_name="y_pred")
-        p, t = _safe_inputs(y_pred, y_true, valid_mask)
-        return _masked_reduce(F.mse_loss(p, t, reduction="none"), valid_mask, self.reduction)
+    def _elementwise(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(y_pred, y_true, reduction="none")
 
 
-class L1Loss(nn.L1Loss):
+class L1Loss(_MaskedElementwise, nn.L1Loss):
     """:class:`torch.nn.L1Loss` that also takes ``valid_mask`` (registered as ``l1``): the mean
     absolute error over the valid elements; shapes as :class:`MSELoss`."""
 
-    def forward(
-        self, y_pred: torch.Tensor, y_true: torch.Tensor, valid_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if valid_mask is None:
-            return super().forward(y_pred, y_true)
-        check_mask(valid_mask, y_pred, name="valid_mask", like_name="y_pred")
-        p, t = _safe_inputs(y_pred, y_true, valid_mask)
-        return _masked_reduce(F.l1_loss(p, t, reduction="none"), valid_mask, self.reduction)
+    def _elementwise(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(y_pred, y_true, reduction="none")
 
 
-class HuberLoss(nn.HuberLoss):
+class HuberLoss(_MaskedElementwise, nn.HuberLoss):
     """:class:`torch.nn.HuberLoss` that also takes ``valid_mask`` (registered as ``huber``);
     default ``delta=1``; shapes as :class:`MSELoss`."""
 
-    def forward(
-        self, y_pred: torch.Tensor, y_true: torch.Tensor, valid_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if valid_mask is None:
-            return super().forward(y_pred, y_true)
-        check_mask(valid_mask, y_pred, name="valid_mask", like_name="y_pred")
-        p, t = _safe_inputs(y_pred, y_true, valid_mask)
-        loss = F.huber_loss(p, t, reduction="none", delta=self.delta)
-        return _masked_reduce(loss, valid_mask, self.reduction)
+    def _elementwise(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return F.huber_loss(y_pred, y_true, reduction="none", delta=self.delta)
 
 
-class BCEWithLogitsLoss(nn.BCEWithLogitsLoss):
+class BCEWithLogitsLoss(_MaskedElementwise, nn.BCEWithLogitsLoss):
     """:class:`torch.nn.BCEWithLogitsLoss` that also takes ``valid_mask`` (registered as
     ``bce``): binary cross-entropy on logits averaged over the valid elements (``weight`` and
     ``pos_weight`` as in torch); shapes as :class:`MSELoss`."""
 
-    def forward(
-        self, y_pred: torch.Tensor, y_true: torch.Tensor, valid_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if valid_mask is None:
-            return super().forward(y_pred, y_true)
-        check_mask(valid_mask, y_pred, name="valid_mask", like_name="y_pred")
-        p, t = _safe_inputs(y_pred, y_true, valid_mask)
-        loss = F.binary_cross_entropy_with_logits(
-            p, t, self.weight, reduction="none", pos_weight=self.pos_weight
+    def _elementwise(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(
+            y_pred, y_true, self.weight, reduction="none", pos_weight=self.pos_weight
         )
-        return _masked_reduce(loss, valid_mask, self.reduction)
 
 
 def _index_mask(valid_mask: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
