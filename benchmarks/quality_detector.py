@@ -123,7 +123,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 # Part 1: the oracle and the classical rules
 # ----------------------------------------------------------------------------------------------
 
-NEIGHBOUR_GRID = {"radius": (14.0, 20.0, 28.0, 40.0, 56.0), "time_scale": (0.6, 1.2, 2.4, 4.8)}
+NEIGHBOUR_GRID = {
+    "radius": (14.0, 20.0, 28.0, 40.0, 56.0, 80.0),
+    "time_scale": (0.6, 1.2, 2.4, 4.8),
+}
 TIME_GRID = {"half_width": (10.0, 20.0, 30.0, 40.0, 60.0, 80.0)}
 MAX_COUNT = 100  # count thresholds tried: 0..MAX_COUNT (none of the tuned ones near it)
 
@@ -400,9 +403,11 @@ def _pm(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> str:
 
 
 def _row(label: str, s: dict[str, float]) -> str:
+    false_hits = s.get("false_hits_per_frame")
+    shown = "–" if false_hits is None else f"{false_hits:.1f}"
     return (
         f"| {label} | {s['signal_retention'] * 100:.1f} | {s['noise_removal'] * 100:.1f} "
-        f"| {s.get('false_hits_per_frame', float('nan')):.1f} | {s['score']:.3f} |"
+        f"| {shown} | {s['score']:.3f} |"
     )
 
 
@@ -427,7 +432,9 @@ def report(parts: dict[str, dict[str, Any]]) -> str:
         "",
         "Settings: "
         + "; ".join(
-            f"**{k}**: {v or 'the main job validation frames'}" for k, v in SETTINGS.items()
+            f"**{k}**: "
+            + (", ".join(f"{a}={b}" for a, b in v.items()) or "the main job's validation frames")
+            for k, v in SETTINGS.items()
         ),
         "",
         header,

@@ -131,7 +131,8 @@ def detector_part(repeats: int, device: str) -> tuple[list[str], list[str]]:
         warmup=2,
     )
     shape = "x".join(map(str, batch["image"].shape))
-    head = f"detector recipe ({recipe_path().relative_to(ROOT)}: {init['arch']} {init['encoder_name']}, batch {shape})"
+    model = init["arch"] + (f" {init['encoder_name']}" if "encoder_name" in init else "")
+    head = f"detector recipe ({recipe_path().relative_to(ROOT)}: {model}, batch {shape})"
     notes = [f"{name} fused=True one-time compile (first {FIRST_CALLS} calls): {compile_s:.1f} s"]
     return _share_rows(head, rows, "training step"), notes
 
