@@ -493,10 +493,7 @@ def train_one(
             [train["image"][idx], train["target"][idx], train["valid_mask"][idx]], gen
         )
         pred = task(x)
-        if task.loss_mask_arg:  # the loss takes the valid mask (under this keyword)
-            value = task.loss_fn(pred, y, **{task.loss_mask_arg: m})
-        else:
-            value = task.loss_fn(pred, y)
+        value = task.loss_fn(pred, y, valid_mask=m)  # every dense loss takes valid_mask
         if not torch.isfinite(value):
             raise FloatingPointError(f"{spec.label}, seed {seed}: loss {value.item()} at {step}")
         opt.zero_grad(set_to_none=True)

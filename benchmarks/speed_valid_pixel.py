@@ -83,9 +83,10 @@ def run(quick: bool = False, device: str = "cpu") -> str:
 
         return fn
 
-    fused = create_loss("valid_pixel", fused=True)
-    eager = create_loss("valid_pixel")
-    sam_mse = create_loss("sam_mse", fused=True)
+    # 0 marks the invalid pixels here (as DN 0 is nodata in the satellite recipes): say so
+    fused = create_loss("valid_pixel", fused=True, threshold=0.0)
+    eager = create_loss("valid_pixel", threshold=0.0)
+    sam_mse = create_loss("sam_mse", fused=True, threshold=0.0)
 
     # Values agree before anything is timed.
     ref = loop_reference(y_pred, y_true)

@@ -120,7 +120,18 @@ def test_unknown_config_key_fails_before_training(in_tmp: Path) -> None:
 
 
 def test_channel_mismatch_fails_before_first_step(in_tmp: Path) -> None:
+    # an smp UNet (which takes any channel count) given 3 channels on the 1-channel frames
+    unet = ["--model.init_args.arch=Unet", "--model.init_args.encoder_depth=3"]
+    unet.append("--model.init_args.model_kwargs={}")
     with pytest.raises(ValueError, match=r"model.in_channels=3 but .* 1 channels"):
+        _fit(
+            "detector_denoise.yaml",
+            [*TINY_DENSE, *unet, "--model.init_args.in_channels=3", "--model.init_args.classes=3"],
+        )
+
+
+def test_hit_graph_rejects_more_than_one_channel_at_construction(in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match=r"in_channels and classes must be 1, got 3 and 3"):
         _fit(
             "detector_denoise.yaml",
             [*TINY_DENSE, "--model.init_args.in_channels=3", "--model.init_args.classes=3"],
