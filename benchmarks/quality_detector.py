@@ -572,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             recipe = load_recipe()
             steps = 4 if args.quick else (args.steps or 4 * recipe_steps(recipe))
-            results = run_networks(seeds[:1], steps, count, ["main job"], print)
+            results = run_networks(seeds[:1], steps, count, ["(main job)"], print)
         load.append(_load())
         record = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
