@@ -358,7 +358,9 @@ def recipe_steps(recipe: dict[str, Any]) -> int:
     return recipe["max_epochs"] * frames_per_epoch // data["batch_size"]
 
 
-def run_checkpoint(path: Path, count: int, log: Callable[[str], None]) -> dict[str, Any]:
+def run_checkpoint(
+    path: Path, count: int, log: Callable[[str], None], figure: Path | None = None
+) -> dict[str, Any]:
     """Score a trained main-job checkpoint (``make demo``'s ``best``/``last.ckpt``) on every
     setting, and draw its hardest default-setting frames (see :func:`save_hard_frames`)."""
     from smp_imbalance.training.dense import DenseTask
@@ -368,17 +370,18 @@ def run_checkpoint(path: Path, count: int, log: Callable[[str], None]) -> dict[s
     for setting in SETTINGS:
         scores[setting] = score_task(task, stack(frames(setting, VAL_SEED, count)))
         log(f"checkpoint on {setting}: {scores[setting]['score']:.3f}")
+    if figure is not None:
+        save_hard_frames(task, figure)
     return {"checkpoint": str(path), "scores": scores}
 
 
-def save_hard_frames(path: Path, out: Path, count: int = 64, rows: int = 3) -> Path:
+def save_hard_frames(task: Any, out: Path, count: int = 64, rows: int = 3) -> Path:
     """The figure of the README: the ``rows`` default-setting validation frames (of the first
     ``count``) where the checkpoint errs most (lost signal + kept noise hits), drawn by the
     same four-colour panel the recipe writes each validation."""
-    from smp_imbalance.training.dense import DenseTask
     from smp_imbalance.training.plots import save_detector_panel
 
-    task = DenseTask.load_from_checkpoint(path, map_location="cpu").eval()
+    task.eval()
     ds = frames("default", VAL_SEED, count)
     batch = {
         k: torch.stack([ds[i][k] for i in range(count)])
@@ -566,9 +569,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif part == "checkpoint":
             if args.ckpt is None:
                 parser.error("--part checkpoint needs --ckpt PATH")
-            results = run_checkpoint(args.ckpt, count, print)
-            if args.figure:
-                save_hard_frames(args.ckpt, args.figure)
+            results = run_checkpoint(args.ckpt, count, print, args.figure)
         else:
             recipe = load_recipe()
             steps = 4 if args.quick else (args.steps or 4 * recipe_steps(recipe))

@@ -102,7 +102,4 @@ class TimeWindowRule(_CountRule):
         self.half_width = float(half_width)
 
     def counts(self, hits: HitList) -> torch.Tensor:
-        time = hits.time_bin.unsqueeze(-1)
-        close = (time - time.transpose(1, 2)).abs() <= self.half_width + _TOLERANCE
-        eye = torch.eye(hits.size, dtype=torch.bool, device=time.device)
-        return (close & ~eye & hits.valid.unsqueeze(1)).sum(2)
+        return (hits.time_gaps() <= self.half_width + _TOLERANCE).sum(2)

@@ -165,12 +165,9 @@ class HitGraphDenoiser(nn.Module):
         within 0.5, 1 and 2 radii of each hit, and of the frame's hits within +-10, 20 and 40
         time bins of it (anywhere on the detector: the frame's track time window)."""
         counts = [(distance <= r).sum(2) for r in self.DENSITY_RADII]
-        time = hits.time_bin.unsqueeze(-1)
-        gap = (
-            (time - time.transpose(1, 2)).abs().masked_fill(~hits.valid.unsqueeze(1), float("inf"))
-        )
-        counts += [(gap <= w).sum(2) - 1 for w in self.DENSITY_WINDOWS]  # minus the hit itself
-        return torch.log1p(torch.stack(counts, -1).clamp_min(0).to(distance.dtype)) / 3.0
+        gaps = hits.time_gaps()
+        counts += [(gaps <= w).sum(2) for w in self.DENSITY_WINDOWS]
+        return torch.log1p(torch.stack(counts, -1).to(distance.dtype)) / 3.0
 
     @staticmethod
     def _graph(
@@ -215,8 +212,7 @@ class HitGraphDenoiser(nn.Module):
         h = self.embed(torch.cat([position, self._densities(hits, distance)], -1))
         padding = ~hits.valid.unsqueeze(-1)
         has_hits = (hits.counts > 0).view(n, 1, 1)  # a frame with no hit gets a zero context
-        eye = torch.eye(p, dtype=torch.bool, device=x.device)
-        blocked = eye.unsqueeze(0) | ~hits.valid.unsqueeze(1)  # no edge to itself or padding
+        blocked = hits.blocked()
         for layer, (context, conv) in enumerate(zip(self.context, self.convs, strict=True)):
             if layer and self.dynamic:
                 # later layers link each hit to its nearest hits in feature space (DGCNN):

@@ -34,13 +34,23 @@ class HitList:
         neighbour rules, where a distance of 1 is ``radius`` pixels."""
         return torch.stack([self.row, self.col, time_scale * self.time_bin], -1) / radius
 
+    def blocked(self) -> torch.Tensor:
+        """(N, P, P) bool: the pairs that are no edge (a hit with itself, anything to padding)."""
+        eye = torch.eye(self.size, dtype=torch.bool, device=self.index.device)
+        return eye.unsqueeze(0) | ~self.valid.unsqueeze(1)
+
     def pair_distances(self, coords: torch.Tensor) -> torch.Tensor:
         """(N, P, P) distances between the hits of each frame; ``inf`` to padding and self."""
         # the exact (not matrix-multiply) form: a hit's distances must not depend on the other
         # frames of the batch, or on how many hits there are
         distance = torch.cdist(coords, coords, compute_mode="donot_use_mm_for_euclid_dist")
-        eye = torch.eye(self.size, dtype=torch.bool, device=coords.device)
-        return distance.masked_fill(eye.unsqueeze(0) | ~self.valid.unsqueeze(1), float("inf"))
+        return distance.masked_fill(self.blocked(), float("inf"))
+
+    def time_gaps(self) -> torch.Tensor:
+        """(N, P, P) ``|time_bin_i - time_bin_j|`` within each frame; ``inf`` to padding and
+        self (the statistic of the time-window rule)."""
+        time = self.time_bin.unsqueeze(-1)
+        return (time - time.transpose(1, 2)).abs().masked_fill(self.blocked(), float("inf"))
 
     def to_frame(self, values: torch.Tensor, fill: float) -> torch.Tensor:
         """Per-hit ``values`` (N, P) back to ``(N, 1, H, W)`` frames, ``fill`` elsewhere."""
